@@ -1,0 +1,263 @@
+//! Command line: `run`, `config check`, `queue list|show|retry|delete`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Loaded, SharedConfig};
+use crate::dns::Dns;
+use crate::inbound::{serve_listener, InboundContext};
+use crate::outbound::Outbound;
+use crate::queue::Queue;
+use crate::spool::{RcptStatus, Spool};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hopguard",
+    version,
+    about = "Inter-provider mail relay: every hop encrypted and authenticated"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the relay.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Inspect and act on the queue (works whether or not the relay is running).
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a config file: prints the first error with its place in the file.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// One line per queued message, then its recipients.
+    List,
+    /// The whole envelope of one message.
+    Show { id: String },
+    /// Attempt delivery now.
+    Retry { id: String },
+    /// Remove a message without a DSN.
+    Delete { id: String },
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => check(&file),
+        Command::Queue { command, config } => queue(command, config.as_deref()),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hopguard: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<()> {
+    Loaded::load(file)?;
+    println!("{}: OK", file.display());
+    Ok(())
+}
+
+fn run(path: &Path) -> anyhow::Result<()> {
+    let loaded = Loaded::load(path)?;
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| loaded.config.log_level.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(serve(path.to_owned(), loaded))
+}
+
+async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
+    let spool = Spool::open(&config.spool_dir)?;
+    let pid_file = config.spool_dir.join("hopguard.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    let dns = Dns::new(&config.dns.resolvers, config.dns.timeout.0)?;
+    let shared = SharedConfig::new(loaded);
+    let outbound = Arc::new(Outbound::new(dns, spool.clone()));
+    let queue = Queue::start(shared.clone(), spool.clone(), outbound.clone());
+    let ctx = Arc::new(InboundContext::new(shared.clone(), spool, queue.clone()));
+    let mut bound = Vec::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let listener = TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("listening on {}", l.address))?;
+        info!(address = %l.address, "listening");
+        bound.push(tokio::spawn(serve_listener(listener, i, ctx.clone())));
+    }
+    info!(node = config.node_id(), "hopguard started");
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&path, &shared, &outbound),
+            _ = usr1.recv() => queue.rescan(),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    info!("shutting down: no new connections; unacknowledged transactions are not queued");
+    for b in bound {
+        b.abort();
+    }
+    let _ = std::fs::remove_file(&pid_file);
+    Ok(())
+}
+
+/// SIGHUP: validate the new file completely first; a bad one changes nothing.
+fn reload(path: &Path, shared: &SharedConfig, outbound: &Outbound) {
+    match Loaded::load(path) {
+        Ok(new) => {
+            let old = shared.current();
+            let old_addrs: Vec<_> = old.listeners.iter().map(|l| l.address).collect();
+            let new_addrs: Vec<_> = new.config.listeners.iter().map(|l| l.address).collect();
+            if old_addrs != new_addrs {
+                warn!("listener addresses changed: they take effect at the next restart");
+            }
+            if old.spool_dir != new.config.spool_dir {
+                warn!("spool_dir changed: it takes effect at the next restart");
+            }
+            shared.replace(new);
+            // Sessions negotiated under the old policy are not reused.
+            outbound.pool.clear();
+            info!("configuration reloaded");
+        }
+        Err(e) => {
+            error!(error = %e, "configuration reload rejected; the running configuration stays")
+        }
+    }
+}
+
+fn spool_for(config: Option<&Path>) -> anyhow::Result<(Config, Spool)> {
+    let path = config.context("--config FILE is required to find the spool")?;
+    let cfg = Config::load(path)?;
+    let spool = Spool::open(&cfg.spool_dir)?;
+    Ok((cfg, spool))
+}
+
+fn ts(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn queue(cmd: QueueCommand, config: Option<&Path>) -> anyhow::Result<()> {
+    let (cfg, spool) = spool_for(config)?;
+    match cmd {
+        QueueCommand::List => {
+            let (envs, bad) = spool.recover()?;
+            for e in &envs {
+                let pending = e.pending().count();
+                println!(
+                    "{} arrived={} size={} from=<{}> recipients={} pending={} attempts={} next={}",
+                    e.id,
+                    ts(e.received_at),
+                    e.size,
+                    e.mail_from,
+                    e.recipients.len(),
+                    pending,
+                    e.attempts,
+                    ts(e.next_attempt)
+                );
+                for r in &e.recipients {
+                    let status = match r.status {
+                        RcptStatus::Pending if r.last_failure.is_some() => "deferred",
+                        RcptStatus::Pending => "pending",
+                        RcptStatus::Delivered => "delivered",
+                        RcptStatus::Failed => "failed",
+                    };
+                    match &r.last_failure {
+                        Some(f) => println!(
+                            "    <{}> {} {} {}{}",
+                            r.address,
+                            status,
+                            f.status,
+                            f.text,
+                            f.reason.map(|x| format!(" [{x}]")).unwrap_or_default()
+                        ),
+                        None => println!("    <{}> {}", r.address, status),
+                    }
+                }
+            }
+            for b in bad {
+                println!("unreadable: {b}");
+            }
+            if envs.is_empty() {
+                println!("queue is empty");
+            }
+        }
+        QueueCommand::Show { id } => {
+            let e = spool.load(&id)?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        }
+        QueueCommand::Retry { id } => {
+            let mut e = spool.load(&id)?;
+            e.next_attempt = crate::queue::now();
+            spool.update(&e)?;
+            wake(&cfg);
+            println!("{id}: scheduled for immediate delivery");
+        }
+        QueueCommand::Delete { id } => {
+            spool.load(&id)?;
+            spool.remove(&id)?;
+            println!("{id}: deleted");
+        }
+    }
+    Ok(())
+}
+
+/// Asks a running relay (its pid file in the spool) to rescan the queue now.
+fn wake(cfg: &Config) {
+    let pid_file = cfg.spool_dir.join("hopguard.pid");
+    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        return;
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return;
+    };
+    let _ = std::process::Command::new("kill")
+        .arg("-USR1")
+        .arg(pid.to_string())
+        .status();
+}

@@ -1,0 +1,160 @@
+//! DNS lookups for outbound routing: MX (RFC 5321 §5.1, null MX RFC 7505) and host addresses.
+//!
+//! Resolvers come from the config (or /etc/resolv.conf's `nameserver` lines); the hosts file is
+//! never read. A temporary failure is never read as "no records".
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HDnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hickory_resolver::TokioResolver;
+
+/// The `nameserver` addresses of /etc/resolv.conf (read-only), port 53.
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DnsFailure {
+    /// The name does not exist (NXDOMAIN): permanent.
+    #[error("{0}: no such domain")]
+    NoSuchDomain(String),
+    /// SERVFAIL, timeout, refused: try again later.
+    #[error("{0}: temporary DNS failure ({1})")]
+    Temporary(String, String),
+}
+
+/// The MX answer for a destination domain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MxAnswer {
+    /// Exchanges sorted by preference (lowest first).
+    Hosts(Vec<(u16, String)>),
+    /// RFC 7505 null MX: the domain accepts no mail.
+    NullMx,
+    /// No MX records: the domain itself is the implicit MX (RFC 5321 §5.1).
+    Implicit,
+}
+
+#[derive(Clone)]
+pub struct Dns {
+    resolver: TokioResolver,
+}
+
+impl Dns {
+    pub fn new(servers: &[SocketAddr], timeout: Duration) -> anyhow::Result<Self> {
+        let mut config = ResolverConfig::from_parts(None, Vec::new(), Vec::new());
+        for s in servers {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = s.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = s.port();
+            let mut ns = NameServerConfig::udp_and_tcp(s.ip());
+            ns.connections = vec![udp, tcp];
+            config.add_name_server(ns);
+        }
+        let mut opts = ResolverOpts::default();
+        opts.timeout = timeout;
+        opts.attempts = 2;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.ndots = 0;
+        opts.edns0 = true;
+        opts.cache_size = 1024;
+        let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()?;
+        Ok(Self { resolver })
+    }
+
+    pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsFailure> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        match self.resolver.lookup(fqdn.as_str(), RecordType::MX).await {
+            Ok(lookup) => {
+                let mut hosts: Vec<(u16, String)> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::MX(mx) => Some((
+                            mx.preference,
+                            mx.exchange
+                                .to_lowercase()
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_string(),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 7505 §3: a single MX with an empty exchange (".") means "no mail".
+                if hosts.len() == 1 && hosts[0].1.is_empty() {
+                    return Ok(MxAnswer::NullMx);
+                }
+                hosts.retain(|(_, h)| !h.is_empty());
+                if hosts.is_empty() {
+                    return Ok(MxAnswer::Implicit);
+                }
+                hosts.sort();
+                Ok(MxAnswer::Hosts(hosts))
+            }
+            Err(e) => match classify(domain, &e) {
+                Classified::NoRecords => Ok(MxAnswer::Implicit),
+                Classified::Failure(f) => Err(f),
+            },
+        }
+    }
+
+    /// A and AAAA addresses of a host, IPv4 first.
+    pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let fqdn = format!("{}.", host.trim_end_matches('.'));
+        let mut out = Vec::new();
+        let mut last_err = None;
+        for rt in [RecordType::A, RecordType::AAAA] {
+            match self.resolver.lookup(fqdn.as_str(), rt).await {
+                Ok(lookup) => out.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) => match classify(host, &e) {
+                    Classified::NoRecords => {}
+                    Classified::Failure(f) => last_err = Some(f),
+                },
+            }
+        }
+        if out.is_empty() {
+            return Err(last_err.unwrap_or_else(|| DnsFailure::NoSuchDomain(host.to_string())));
+        }
+        Ok(out)
+    }
+}
+
+enum Classified {
+    NoRecords,
+    Failure(DnsFailure),
+}
+
+fn classify(name: &str, e: &NetError) -> Classified {
+    match e {
+        NetError::Dns(HDnsError::NoRecordsFound(nr)) => {
+            if nr.response_code == ResponseCode::NXDomain {
+                Classified::Failure(DnsFailure::NoSuchDomain(name.to_string()))
+            } else {
+                Classified::NoRecords
+            }
+        }
+        other => Classified::Failure(DnsFailure::Temporary(name.to_string(), other.to_string())),
+    }
+}

@@ -1,0 +1,111 @@
+//! Inbound: listeners, connection limits, and the per-connection session (port 25 role).
+
+pub mod connection;
+pub mod data;
+pub mod session;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::config::SharedConfig;
+use crate::queue::QueueHandle;
+use crate::smtp::Reply;
+use crate::spool::Spool;
+
+/// What every inbound connection shares.
+pub struct InboundContext {
+    pub config: SharedConfig,
+    pub spool: Spool,
+    pub queue: QueueHandle,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    total: Arc<Semaphore>,
+}
+
+impl InboundContext {
+    pub fn new(config: SharedConfig, spool: Spool, queue: QueueHandle) -> Self {
+        let max = config.current().inbound.max_connections;
+        Self {
+            config,
+            spool,
+            queue,
+            per_ip: Mutex::new(HashMap::new()),
+            total: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr, per_ip_max: usize) -> Option<IpSlot> {
+        let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= per_ip_max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            ctx: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Holds one of an IP's connection slots; released on drop.
+struct IpSlot {
+    ctx: Arc<InboundContext>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.ctx.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts connections on one listener until the task is dropped.
+pub async fn serve_listener(listener: TcpListener, index: usize, ctx: Arc<InboundContext>) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let config = ctx.config.current();
+        // TLS material is reloaded with the config (SIGHUP): read from the shared snapshot.
+        let Some(acceptor) = ctx.config.acceptor(index) else {
+            continue;
+        };
+        let ctx2 = ctx.clone();
+        let per_ip_max = config.inbound.max_connections_per_ip;
+        let hostname = config.hostname.clone();
+        let permit = ctx.total.clone().try_acquire_owned();
+        let slot = ctx.admit(remote.ip(), per_ip_max);
+        tokio::spawn(async move {
+            let (Ok(_permit), Some(_slot)) = (permit, slot) else {
+                info!(client = %remote, "connection refused: limit reached");
+                let mut tcp = tcp;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut tcp,
+                    &Reply::too_many_connections(&hostname).to_wire(),
+                )
+                .await;
+                return;
+            };
+            connection::handle(tcp, remote, ctx2, TlsAcceptor::from(acceptor)).await;
+        });
+    }
+}

@@ -1,0 +1,602 @@
+//! The outbound SMTP client: greeting, EHLO, STARTTLS under a `RequiredTls`, one transaction
+//! per message, connection kept for the next message to the same destination.
+//!
+//! A `HopSecurity` proof is needed to send MAIL FROM: it is made only by `establish`, after a
+//! TLS handshake whose verifier enforced the requirement, or for a plaintext hop when the
+//! requirement explicitly allows it. No other path reaches MAIL FROM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hopguard_policy::{RequiredTls, ResultType};
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::emit::Stuffer;
+use crate::config::Outbound as OutboundCfg;
+use crate::spool::{Body, Envelope, Recipient, Ret};
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A parsed SMTP reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl SmtpReply {
+    pub fn is_ok(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+    /// The enhanced status code of the first line, if any (`4.7.0`).
+    pub fn status(&self) -> Option<String> {
+        let first = self.lines.first()?;
+        let token = first.split_whitespace().next()?;
+        let parts: Vec<&str> = token.split('.').collect();
+        let ok = parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()));
+        ok.then(|| token.to_string())
+    }
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" "))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection to {0} failed: {1}")]
+    Connect(SocketAddr, String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("malformed reply from the next hop")]
+    BadReply,
+    #[error("next hop refused the session: {}", .0.text())]
+    Refused(SmtpReply),
+    /// TLS could not be established as required.
+    #[error("{}: {detail}", .reason.explain())]
+    Tls { reason: ResultType, detail: String },
+}
+
+/// Capabilities from an EHLO reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub starttls: bool,
+    pub pipelining: bool,
+    pub size: Option<u64>,
+    pub eightbitmime: bool,
+    pub smtputf8: bool,
+    pub dsn: bool,
+    pub requiretls: bool,
+}
+
+impl Capabilities {
+    pub fn parse(reply: &SmtpReply) -> Self {
+        let mut c = Self::default();
+        for line in reply.lines.iter().skip(1) {
+            let mut words = line.split_whitespace();
+            let kw = words.next().unwrap_or("").to_ascii_uppercase();
+            match kw.as_str() {
+                "STARTTLS" => c.starttls = true,
+                "PIPELINING" => c.pipelining = true,
+                "SIZE" => c.size = words.next().and_then(|s| s.parse().ok()).filter(|&n| n > 0),
+                "8BITMIME" => c.eightbitmime = true,
+                "SMTPUTF8" => c.smtputf8 = true,
+                "DSN" => c.dsn = true,
+                "REQUIRETLS" => c.requiretls = true,
+                _ => {}
+            }
+        }
+        c
+    }
+}
+
+/// What protected this hop: the TLS facts, and the requirement they satisfied.
+#[derive(Clone, Debug)]
+pub struct HopSecurity {
+    pub required: RequiredTls,
+    pub tls: Option<HopTls>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HopTls {
+    pub version: String,
+    pub cipher: String,
+    /// SHA-256 of the peer's end-entity certificate (hex).
+    pub cert_sha256: Option<String>,
+}
+
+/// An established, policy-satisfying session ready for transactions.
+pub struct Session {
+    stream: Box<dyn Stream>,
+    rbuf: Vec<u8>,
+    pub caps: Capabilities,
+    pub security: HopSecurity,
+    pub remote: String,
+    pub messages: usize,
+    timeouts: OutboundCfg,
+}
+
+async fn read_reply<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+    rbuf: &mut Vec<u8>,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<SmtpReply, ClientError> {
+    const MAX_REPLY: usize = 64 * 1024;
+    let mut lines = Vec::new();
+    let mut code = 0u16;
+    loop {
+        if let Some(pos) = rbuf.iter().position(|&b| b == b'\n') {
+            let raw: Vec<u8> = rbuf.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&raw);
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.len() < 3 {
+                return Err(ClientError::BadReply);
+            }
+            let c: u16 = line[..3].parse().map_err(|_| ClientError::BadReply)?;
+            if !(200..600).contains(&c) || (code != 0 && c != code) {
+                return Err(ClientError::BadReply);
+            }
+            code = c;
+            let sep = line.as_bytes().get(3).copied();
+            lines.push(line.get(4..).unwrap_or("").to_string());
+            match sep {
+                Some(b'-') => continue,
+                Some(b' ') | None => return Ok(SmtpReply { code, lines }),
+                _ => return Err(ClientError::BadReply),
+            }
+        }
+        if rbuf.len() > MAX_REPLY || lines.len() > 200 {
+            return Err(ClientError::BadReply);
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(timeout, stream.read(&mut chunk))
+            .await
+            .map_err(|_| ClientError::Timeout(what))??;
+        if n == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        rbuf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn send_line<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    line: &str,
+) -> Result<(), ClientError> {
+    let mut buf = Vec::with_capacity(line.len() + 2);
+    buf.extend_from_slice(line.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Connects to `addr`, negotiates TLS as `required` demands, and returns a session.
+pub async fn establish(
+    addr: SocketAddr,
+    reference_name: &str,
+    required: &RequiredTls,
+    tls_config: Arc<rustls::ClientConfig>,
+    helo_name: &str,
+    cfg: &OutboundCfg,
+) -> Result<Session, ClientError> {
+    let tcp = tokio::time::timeout(cfg.connect_timeout.0, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ClientError::Connect(addr, "timed out".into()))?
+        .map_err(|e| ClientError::Connect(addr, e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let mut tcp = tcp;
+    let mut rbuf = Vec::new();
+    let greeting = read_reply(&mut tcp, &mut rbuf, cfg.greeting_timeout.0, "greeting").await?;
+    if !greeting.is_ok() {
+        return Err(ClientError::Refused(greeting));
+    }
+    send_line(&mut tcp, &format!("EHLO {helo_name}")).await?;
+    let ehlo = read_reply(&mut tcp, &mut rbuf, cfg.command_timeout.0, "EHLO reply").await?;
+    let caps = if ehlo.is_ok() {
+        Capabilities::parse(&ehlo)
+    } else {
+        Capabilities::default()
+    };
+    let remote = format!("{reference_name}[{}]", addr.ip());
+
+    if !caps.starttls {
+        if required.allows_plaintext() && ehlo.is_ok() {
+            return Ok(Session {
+                stream: Box::new(tcp),
+                rbuf,
+                caps,
+                security: HopSecurity {
+                    required: required.clone(),
+                    tls: None,
+                },
+                remote,
+                messages: 0,
+                timeouts: cfg.clone(),
+            });
+        }
+        let _ = send_line(&mut tcp, "QUIT").await;
+        return Err(ClientError::Tls {
+            reason: ResultType::StarttlsNotSupported,
+            detail: format!("{remote} did not offer STARTTLS"),
+        });
+    }
+    send_line(&mut tcp, "STARTTLS").await?;
+    let r = read_reply(&mut tcp, &mut rbuf, cfg.command_timeout.0, "STARTTLS reply").await?;
+    if r.code != 220 {
+        return Err(ClientError::Tls {
+            reason: ResultType::StarttlsNotSupported,
+            detail: format!("{remote} refused STARTTLS: {}", r.text()),
+        });
+    }
+    // CVE-2011-0411 class, client side: bytes after the 220 would be read as if they came
+    // through TLS. A next hop that sends them is dropped.
+    if !rbuf.is_empty() {
+        return Err(ClientError::Tls {
+            reason: ResultType::ValidationFailure,
+            detail: format!(
+                "{remote} sent {} bytes after its 220 to STARTTLS",
+                rbuf.len()
+            ),
+        });
+    }
+    let server_name =
+        ServerName::try_from(reference_name.to_string()).map_err(|_| ClientError::Tls {
+            reason: ResultType::CertificateHostMismatch,
+            detail: format!("`{reference_name}` is not a usable TLS server name"),
+        })?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config);
+    let tls = tokio::time::timeout(cfg.command_timeout.0, connector.connect(server_name, tcp))
+        .await
+        .map_err(|_| ClientError::Timeout("TLS handshake"))?
+        .map_err(|e| ClientError::Tls {
+            reason: super::tls::classify_tls_error(&e),
+            detail: format!("{remote}: {e}"),
+        })?;
+    let (_, conn) = tls.get_ref();
+    let hop_tls = HopTls {
+        version: conn
+            .protocol_version()
+            .map(crate::inbound::tls::version_name)
+            .unwrap_or("TLS")
+            .to_string(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(crate::inbound::tls::suite_name)
+            .unwrap_or_default(),
+        cert_sha256: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| hex::encode(Sha256::digest(c.as_ref()))),
+    };
+    let mut stream: Box<dyn Stream> = Box::new(tls);
+    // RFC 3207 §4.2: forget what we learnt before TLS; EHLO again.
+    send_line(&mut stream, &format!("EHLO {helo_name}")).await?;
+    let ehlo = read_reply(&mut stream, &mut rbuf, cfg.command_timeout.0, "EHLO reply").await?;
+    if !ehlo.is_ok() {
+        return Err(ClientError::Refused(ehlo));
+    }
+    Ok(Session {
+        stream,
+        rbuf,
+        caps: Capabilities::parse(&ehlo),
+        security: HopSecurity {
+            required: required.clone(),
+            tls: Some(hop_tls),
+        },
+        remote,
+        messages: 0,
+        timeouts: cfg.clone(),
+    })
+}
+
+/// The result of one transaction, per recipient (same order as given).
+#[derive(Debug)]
+pub enum TxnOutcome {
+    /// The whole transaction failed before any recipient was accepted or at DATA.
+    All(SmtpReply),
+    /// Per recipient: the RCPT reply if refused, else the final DATA reply.
+    PerRecipient(Vec<SmtpReply>),
+}
+
+/// A local refusal to send (the next hop lacks something the message needs).
+#[derive(Debug)]
+pub struct Unsendable {
+    pub code: u16,
+    pub status: &'static str,
+    pub text: String,
+}
+
+/// xtext encoding (RFC 3461 §4) for ENVID and ORCPT.
+fn xtext(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Session {
+    /// Checks what the message needs against what the next hop offers.
+    pub fn check_sendable(&self, env: &Envelope) -> Result<(), Unsendable> {
+        if env.requiretls {
+            // RFC 8689 §5: next hop must offer REQUIRETLS over an authenticated TLS session.
+            let authenticated = self.security.tls.is_some()
+                && matches!(self.security.required, RequiredTls::Pkix { .. });
+            if !self.caps.requiretls || !authenticated {
+                return Err(Unsendable {
+                    code: 550,
+                    status: "5.7.30",
+                    text: "REQUIRETLS support required: the next hop does not offer REQUIRETLS over an authenticated TLS session".into(),
+                });
+            }
+        }
+        if env.smtputf8 && !self.caps.smtputf8 {
+            return Err(Unsendable {
+                code: 553,
+                status: "5.6.7",
+                text: "the message needs SMTPUTF8 and the next hop does not support it".into(),
+            });
+        }
+        if let Some(max) = self.caps.size {
+            if env.size > max {
+                return Err(Unsendable {
+                    code: 552,
+                    status: "5.3.4",
+                    text: format!(
+                        "the message ({} bytes) exceeds the next hop's size limit ({max} bytes)",
+                        env.size
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one transaction. The `HopSecurity` inside this session is the proof MAIL needs.
+    pub async fn send(
+        &mut self,
+        env: &Envelope,
+        rcpts: &[&Recipient],
+        message: &Path,
+    ) -> Result<TxnOutcome, ClientError> {
+        self.messages += 1;
+        let ct = self.timeouts.command_timeout.0;
+        let mut mail = format!("MAIL FROM:<{}>", env.mail_from);
+        if self.caps.size.is_some() {
+            mail.push_str(&format!(" SIZE={}", env.size));
+        }
+        if env.body == Body::EightBitMime && self.caps.eightbitmime {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if env.smtputf8 && self.caps.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if env.requiretls && self.caps.requiretls {
+            mail.push_str(" REQUIRETLS");
+        }
+        if self.caps.dsn {
+            match env.ret {
+                Some(Ret::Full) => mail.push_str(" RET=FULL"),
+                Some(Ret::Hdrs) => mail.push_str(" RET=HDRS"),
+                None => {}
+            }
+            if let Some(id) = &env.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(id)));
+            }
+        }
+        let rcpt_lines: Vec<String> = rcpts
+            .iter()
+            .map(|r| {
+                let mut l = format!("RCPT TO:<{}>", r.address);
+                if self.caps.dsn {
+                    if let Some(n) = notify_param(r.notify) {
+                        l.push_str(&format!(" NOTIFY={n}"));
+                    }
+                    if let Some(o) = &r.orcpt {
+                        l.push_str(&format!(" ORCPT=rfc822;{}", xtext(o)));
+                    }
+                }
+                l
+            })
+            .collect();
+
+        // RFC 2920: with PIPELINING, MAIL and all RCPTs go in one write.
+        let (mail_reply, rcpt_replies) = if self.caps.pipelining {
+            let mut batch = String::new();
+            batch.push_str(&mail);
+            batch.push_str("\r\n");
+            for l in &rcpt_lines {
+                batch.push_str(l);
+                batch.push_str("\r\n");
+            }
+            self.stream.write_all(batch.as_bytes()).await?;
+            self.stream.flush().await?;
+            let m = read_reply(&mut self.stream, &mut self.rbuf, ct, "MAIL reply").await?;
+            let mut rr = Vec::new();
+            for _ in &rcpt_lines {
+                rr.push(read_reply(&mut self.stream, &mut self.rbuf, ct, "RCPT reply").await?);
+            }
+            (m, rr)
+        } else {
+            send_line(&mut self.stream, &mail).await?;
+            let m = read_reply(&mut self.stream, &mut self.rbuf, ct, "MAIL reply").await?;
+            let mut rr = Vec::new();
+            if m.is_ok() {
+                for l in &rcpt_lines {
+                    send_line(&mut self.stream, l).await?;
+                    rr.push(read_reply(&mut self.stream, &mut self.rbuf, ct, "RCPT reply").await?);
+                }
+            }
+            (m, rr)
+        };
+        if !mail_reply.is_ok() {
+            self.rset().await?;
+            return Ok(TxnOutcome::All(mail_reply));
+        }
+        if !rcpt_replies.iter().any(SmtpReply::is_ok) {
+            self.rset().await?;
+            return Ok(TxnOutcome::PerRecipient(rcpt_replies));
+        }
+        send_line(&mut self.stream, "DATA").await?;
+        let r = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
+        if r.code != 354 {
+            self.rset().await?;
+            return Ok(TxnOutcome::All(r));
+        }
+        self.stream_message(message).await?;
+        let done = read_reply(
+            &mut self.stream,
+            &mut self.rbuf,
+            self.timeouts.data_timeout.0,
+            "end-of-data reply",
+        )
+        .await?;
+        Ok(TxnOutcome::PerRecipient(
+            rcpt_replies
+                .into_iter()
+                .map(|r| if r.is_ok() { done.clone() } else { r })
+                .collect(),
+        ))
+    }
+
+    async fn stream_message(&mut self, path: &Path) -> Result<(), ClientError> {
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut stuffer = Stuffer::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = Vec::with_capacity(70 * 1024);
+        let dt = self.timeouts.data_timeout.0;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            out.clear();
+            stuffer.feed(&buf[..n], &mut out);
+            tokio::time::timeout(dt, self.stream.write_all(&out))
+                .await
+                .map_err(|_| ClientError::Timeout("data write"))??;
+        }
+        out.clear();
+        stuffer.finish(&mut out);
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    async fn rset(&mut self) -> Result<(), ClientError> {
+        send_line(&mut self.stream, "RSET").await?;
+        read_reply(
+            &mut self.stream,
+            &mut self.rbuf,
+            self.timeouts.command_timeout.0,
+            "RSET reply",
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn quit(mut self) {
+        if send_line(&mut self.stream, "QUIT").await.is_ok() {
+            let _ = read_reply(
+                &mut self.stream,
+                &mut self.rbuf,
+                Duration::from_secs(5),
+                "QUIT reply",
+            )
+            .await;
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+fn notify_param(flags: u64) -> Option<String> {
+    use smtp_proto::{
+        RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    };
+    if flags & RCPT_NOTIFY_NEVER != 0 {
+        return Some("NEVER".into());
+    }
+    let mut v = Vec::new();
+    if flags & RCPT_NOTIFY_SUCCESS != 0 {
+        v.push("SUCCESS");
+    }
+    if flags & RCPT_NOTIFY_FAILURE != 0 {
+        v.push("FAILURE");
+    }
+    if flags & RCPT_NOTIFY_DELAY != 0 {
+        v.push("DELAY");
+    }
+    (!v.is_empty()).then(|| v.join(","))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parses_multiline_replies_and_capabilities() {
+        let data = b"250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-STARTTLS\r\n250 8BITMIME\r\n".to_vec();
+        let mut rd: &[u8] = &data;
+        let mut rbuf = Vec::new();
+        let r = read_reply(&mut rd, &mut rbuf, Duration::from_secs(1), "t")
+            .await
+            .unwrap();
+        assert_eq!(r.code, 250);
+        let c = Capabilities::parse(&r);
+        assert!(c.pipelining && c.starttls && c.eightbitmime && !c.smtputf8);
+        assert_eq!(c.size, Some(1000));
+    }
+
+    #[tokio::test]
+    async fn rejects_malformed_replies() {
+        for bad in [
+            &b"2x0 hi\r\n"[..],
+            b"250-a\r\n550 b\r\n",
+            b"999 x\r\n",
+            b"25\r\n",
+        ] {
+            let mut rd: &[u8] = bad;
+            let mut rbuf = Vec::new();
+            assert!(
+                read_reply(&mut rd, &mut rbuf, Duration::from_secs(1), "t")
+                    .await
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enhanced_status_and_xtext() {
+        let r = SmtpReply {
+            code: 450,
+            lines: vec!["4.7.1 try later".into()],
+        };
+        assert_eq!(r.status().as_deref(), Some("4.7.1"));
+        let r = SmtpReply {
+            code: 450,
+            lines: vec!["try later".into()],
+        };
+        assert_eq!(r.status(), None);
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+}

@@ -1,0 +1,390 @@
+//! Outbound: route a destination (fixed next hop or MX), decide the required TLS per host,
+//! establish a session that satisfies it, deliver, and keep the session for the next message.
+
+pub mod client;
+pub mod emit;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hopguard_policy::{decide, DecisionInput, RequiredTls, RouteTls};
+use tracing::{debug, info, warn};
+
+use crate::config::{Loaded, OutboundTls as RouteLevel};
+use crate::dns::{Dns, DnsFailure, MxAnswer};
+use crate::spool::{Envelope, Failure, Recipient, Spool};
+use client::{ClientError, Session, SmtpReply, TxnOutcome};
+
+/// How long an idle outbound session is kept for reuse.
+pub const POOL_IDLE: Duration = Duration::from_secs(10);
+
+/// The result for one recipient of one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptResult {
+    Delivered { remote: String },
+    Temporary(Failure),
+    Permanent(Failure),
+}
+
+/// One next-hop host to try, with the TLS it requires.
+#[derive(Clone, Debug)]
+struct Candidate {
+    host: String,
+    port: u16,
+    reference_name: String,
+    required: RequiredTls,
+}
+
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<(Instant, Session)>>>,
+}
+
+impl Pool {
+    fn take(&self, domain: &str) -> Option<Session> {
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.get_mut(domain)?;
+        while let Some((t, s)) = list.pop() {
+            if t.elapsed() < POOL_IDLE {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, domain: &str, s: Session) {
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(domain.to_string()).or_default();
+        list.retain(|(t, _)| t.elapsed() < POOL_IDLE);
+        list.push((Instant::now(), s));
+    }
+
+    /// Drops every idle session (after a config reload).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Drops sessions idle for longer than `POOL_IDLE`.
+    pub fn expire(&self) {
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, list| {
+            list.retain(|(t, _)| t.elapsed() < POOL_IDLE);
+            !list.is_empty()
+        });
+    }
+}
+
+pub struct Outbound {
+    pub dns: Dns,
+    pub pool: Pool,
+    pub spool: Spool,
+}
+
+fn failure(code: u16, status: &str, text: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        status: status.to_string(),
+        text: text.into(),
+        reason: None,
+        remote: None,
+    }
+}
+
+fn from_reply(r: &SmtpReply, remote: &str) -> Failure {
+    let status = r.status().unwrap_or_else(|| {
+        if r.is_permanent() {
+            "5.0.0".into()
+        } else {
+            "4.0.0".into()
+        }
+    });
+    Failure {
+        code: r.code,
+        status,
+        text: format!("{remote} said: {}", r.text()),
+        reason: None,
+        remote: Some(remote.to_string()),
+    }
+}
+
+fn from_client_error(e: &ClientError) -> Failure {
+    match e {
+        ClientError::Tls { reason, detail } => {
+            // RFC 3463: X.7.4 security features not supported, X.7.5 cryptographic failure.
+            let status = if *reason == hopguard_policy::ResultType::StarttlsNotSupported {
+                "4.7.4"
+            } else {
+                "4.7.5"
+            };
+            Failure {
+                code: 451,
+                status: status.into(),
+                text: format!("{} ({detail})", reason.explain()),
+                reason: Some(*reason),
+                remote: None,
+            }
+        }
+        ClientError::Refused(r) => Failure {
+            code: 451,
+            status: r.status().unwrap_or_else(|| "4.4.0".into()),
+            text: format!("the next hop refused the session: {}", r.text()),
+            reason: None,
+            remote: None,
+        },
+        other => failure(
+            451,
+            "4.4.1",
+            format!("no usable connection to the next hop: {other}"),
+        ),
+    }
+}
+
+impl Outbound {
+    pub fn new(dns: Dns, spool: Spool) -> Self {
+        Self {
+            dns,
+            pool: Pool::default(),
+            spool,
+        }
+    }
+
+    /// The next-hop candidates for `domain`, in order, each with its required TLS.
+    async fn candidates(
+        &self,
+        loaded: &Loaded,
+        domain: &str,
+    ) -> Result<Vec<Candidate>, RcptResult> {
+        let cfg = &loaded.config;
+        let route = cfg.route_for(domain);
+        let peer = cfg.peer_for_domain(domain).map(|p| p.name.clone());
+        let level = match route.tls {
+            RouteLevel::Verify => RouteTls::Verify,
+            RouteLevel::Encrypt => RouteTls::Encrypt,
+            RouteLevel::Opportunistic => RouteTls::Opportunistic,
+        };
+        let hosts: Vec<(String, u16, String)> = match &route.next_hop {
+            Some(h) => {
+                let name = route.tls_name.clone().unwrap_or_else(|| h.host.clone());
+                vec![(h.host.clone(), h.port, name)]
+            }
+            None => match self.dns.mx(domain).await {
+                Ok(MxAnswer::Hosts(list)) => list
+                    .into_iter()
+                    .map(|(_, h)| (h.clone(), cfg.outbound.port, h))
+                    .collect(),
+                // RFC 5321 §5.1: no MX, the domain is its own mail exchanger.
+                Ok(MxAnswer::Implicit) => {
+                    vec![(domain.to_string(), cfg.outbound.port, domain.to_string())]
+                }
+                // RFC 7505 §4.2: null MX, permanent, 5.1.10.
+                Ok(MxAnswer::NullMx) => {
+                    return Err(RcptResult::Permanent(failure(
+                        556,
+                        "5.1.10",
+                        format!("{domain} does not accept mail (null MX, RFC 7505)"),
+                    )))
+                }
+                Err(DnsFailure::NoSuchDomain(d)) => {
+                    return Err(RcptResult::Permanent(failure(
+                        550,
+                        "5.1.2",
+                        format!("domain {d} does not exist"),
+                    )))
+                }
+                Err(f @ DnsFailure::Temporary(..)) => {
+                    return Err(RcptResult::Temporary(failure(
+                        451,
+                        "4.4.3",
+                        format!("MX lookup failed: {f}"),
+                    )))
+                }
+            },
+        };
+        let mut out = Vec::new();
+        for (host, port, name) in hosts {
+            let input = DecisionInput {
+                reference_name: &name,
+                route: level,
+                charter_peer: peer.as_deref(),
+            };
+            match decide(&input) {
+                Ok((required, _source)) => out.push(Candidate {
+                    host,
+                    port,
+                    reference_name: name,
+                    required,
+                }),
+                Err(refusal) => {
+                    return Err(RcptResult::Temporary(failure(
+                        451,
+                        "4.7.0",
+                        refusal.to_string(),
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delivers the pending recipients of `env` at `domain`. Never sends MAIL FROM unless the
+    /// session satisfied the required TLS.
+    pub async fn deliver(
+        &self,
+        loaded: &Loaded,
+        env: &Envelope,
+        domain: &str,
+    ) -> Vec<(String, RcptResult)> {
+        let rcpts: Vec<&Recipient> = env.pending().filter(|r| r.domain == domain).collect();
+        let all = |res: RcptResult| {
+            rcpts
+                .iter()
+                .map(|r| (r.address.clone(), res.clone()))
+                .collect()
+        };
+        let msg_path = self.spool.msg_path(&env.id);
+
+        // A pooled session first (same destination, same requirement by construction).
+        if let Some(mut s) = self.pool.take(domain) {
+            match self.transact(&mut s, env, &rcpts, &msg_path).await {
+                Ok(results) => {
+                    self.release(loaded, domain, s);
+                    return results;
+                }
+                Err(e) => {
+                    debug!(queue_id = %env.id, error = %e, "pooled session failed; reconnecting")
+                }
+            }
+        }
+
+        let candidates = match self.candidates(loaded, domain).await {
+            Ok(c) => c,
+            Err(res) => return all(res),
+        };
+        let helo = loaded.config.hostname.clone();
+        let mut last = failure(
+            451,
+            "4.4.1",
+            format!("no next hop for {domain} could be reached"),
+        );
+        for c in candidates {
+            let addrs = match self.dns.addresses(&c.host).await {
+                Ok(a) => a,
+                Err(e) => {
+                    last = failure(
+                        451,
+                        "4.4.3",
+                        format!("address lookup for {} failed: {e}", c.host),
+                    );
+                    continue;
+                }
+            };
+            for ip in addrs {
+                let addr = SocketAddr::new(ip, c.port);
+                let tls_cfg = loaded.outbound_tls.config_for(&c.required);
+                let mut session = match client::establish(
+                    addr,
+                    &c.reference_name,
+                    &c.required,
+                    tls_cfg,
+                    &helo,
+                    &loaded.config.outbound,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let mut f = from_client_error(&e);
+                        f.remote = Some(format!("{}[{}]", c.reference_name, ip));
+                        warn!(
+                            queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
+                            policy = c.required.as_str(),
+                            reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
+                            error = %e, "outbound hop not established"
+                        );
+                        last = f;
+                        continue;
+                    }
+                };
+                match self.transact(&mut session, env, &rcpts, &msg_path).await {
+                    Ok(results) => {
+                        self.release(loaded, domain, session);
+                        return results;
+                    }
+                    Err(e) => {
+                        last = failure(
+                            451,
+                            "4.4.2",
+                            format!("connection to {} lost: {e}", session.remote),
+                        );
+                        continue;
+                    }
+                }
+            }
+        }
+        all(RcptResult::Temporary(last))
+    }
+
+    fn release(&self, loaded: &Loaded, domain: &str, s: Session) {
+        if s.messages < loaded.config.outbound.max_messages_per_connection {
+            self.pool.put(domain, s);
+        } else {
+            tokio::spawn(s.quit());
+        }
+    }
+
+    async fn transact(
+        &self,
+        s: &mut Session,
+        env: &Envelope,
+        rcpts: &[&Recipient],
+        msg_path: &std::path::Path,
+    ) -> Result<Vec<(String, RcptResult)>, ClientError> {
+        let remote = s.remote.clone();
+        if let Err(u) = s.check_sendable(env) {
+            let f = Failure {
+                code: u.code,
+                status: u.status.to_string(),
+                text: u.text,
+                reason: None,
+                remote: Some(remote),
+            };
+            return Ok(rcpts
+                .iter()
+                .map(|r| (r.address.clone(), RcptResult::Permanent(f.clone())))
+                .collect());
+        }
+        let outcome = s.send(env, rcpts, msg_path).await?;
+        let tls = s
+            .security
+            .tls
+            .as_ref()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or_else(|| "none".into());
+        let per: Vec<SmtpReply> = match outcome {
+            TxnOutcome::All(r) => vec![r; rcpts.len()],
+            TxnOutcome::PerRecipient(v) => v,
+        };
+        let mut out = Vec::new();
+        for (r, reply) in rcpts.iter().zip(per) {
+            let res = if reply.is_ok() {
+                info!(queue_id = %env.id, rcpt_domain = %r.domain, remote = %remote, tls = %tls,
+                      policy = s.security.required.as_str(), "delivered");
+                RcptResult::Delivered {
+                    remote: remote.clone(),
+                }
+            } else if reply.is_permanent() {
+                RcptResult::Permanent(from_reply(&reply, &remote))
+            } else {
+                RcptResult::Temporary(from_reply(&reply, &remote))
+            };
+            out.push((r.address.clone(), res));
+        }
+        Ok(out)
+    }
+}
+
+/// Shared handle for the queue's delivery tasks.
+pub type SharedOutbound = Arc<Outbound>;

@@ -1,0 +1,205 @@
+//! Outbound TLS: trust anchors and the certificate verifiers that enforce a `RequiredTls`.
+//!
+//! `Pkix` uses webpki with the system roots plus `tls.ca_file`. `Encrypt` accepts any
+//! certificate but still checks the handshake signatures (so the session key is bound to the
+//! certificate the evidence records). `Opportunistic` verifies like `Encrypt` when TLS is used.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use hopguard_policy::{RequiredTls, ResultType};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+
+use crate::inbound::tls::{crypto_provider, load_certs, TlsConfigError};
+
+/// Reads extra trust anchors from a PEM file.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    load_certs(path)
+}
+
+/// Client TLS configurations, built once per config load.
+#[derive(Clone, Debug)]
+pub struct OutboundTls {
+    pkix: Arc<ClientConfig>,
+    encrypt: Arc<ClientConfig>,
+}
+
+impl OutboundTls {
+    pub fn new(system_roots: bool, ca_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut roots = RootCertStore::empty();
+        if system_roots {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                // A malformed system root is skipped, not fatal.
+                let _ = roots.add(cert);
+            }
+        }
+        if let Some(path) = ca_file {
+            for cert in load_ca_file(path)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("tls.ca_file {}: {e}", path.display()))?;
+            }
+        }
+        let provider = crypto_provider();
+        let builder = || {
+            ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        };
+        let pkix = if roots.is_empty() {
+            // No anchors at all: every PKIX verification fails (never "accept all").
+            builder()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoAnchors(provider.clone())))
+                .with_no_client_auth()
+        } else {
+            builder()?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        };
+        let encrypt = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider.clone())))
+            .with_no_client_auth();
+        Ok(Self {
+            pkix: Arc::new(pkix),
+            encrypt: Arc::new(encrypt),
+        })
+    }
+
+    /// The client configuration that enforces `required` during the handshake.
+    pub fn config_for(&self, required: &RequiredTls) -> Arc<ClientConfig> {
+        match required {
+            RequiredTls::Pkix { .. } => self.pkix.clone(),
+            RequiredTls::Encrypt | RequiredTls::Opportunistic => self.encrypt.clone(),
+        }
+    }
+}
+
+/// Maps a handshake error to the RFC 8460 result type.
+pub fn classify_tls_error(err: &std::io::Error) -> ResultType {
+    let Some(inner) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return ResultType::ValidationFailure;
+    };
+    match inner {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                ResultType::CertificateHostMismatch
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                ResultType::CertificateExpired
+            }
+            CertificateError::UnknownIssuer
+            | CertificateError::BadSignature
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. } => ResultType::CertificateNotTrusted,
+            _ => ResultType::CertificateNotTrusted,
+        },
+        _ => ResultType::ValidationFailure,
+    }
+}
+
+#[derive(Debug)]
+struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[derive(Debug)]
+struct NoAnchors(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoAnchors {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer,
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,324 @@
+//! The queue: schedules delivery attempts for spooled messages, applies results, retries with
+//! backoff, and turns expired or refused recipients into a DSN to the sender.
+//!
+//! The on-disk envelope is the truth; the scheduler keeps only (next attempt, id) in memory and
+//! rescans the spool periodically and on SIGUSR1 (so `hopguard queue retry|delete` take effect).
+
+pub mod dsn;
+pub mod schedule;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{error, info, warn};
+
+use crate::config::SharedConfig;
+use crate::outbound::{Outbound, RcptResult};
+use crate::spool::{Committed, Envelope, RcptStatus, Recipient, Spool, ENVELOPE_VERSION};
+
+/// Messages to the scheduler.
+#[derive(Debug)]
+enum Event {
+    /// Schedule `id` at unix time `at` (a new message, a retry, a rescan finding).
+    Schedule(String, i64),
+    /// An attempt on `id` finished; it is no longer in flight.
+    Done(String),
+    /// Re-read the spool now.
+    Rescan,
+}
+
+/// A cheap handle to tell the queue about new messages.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl QueueHandle {
+    pub fn enqueued(&self, c: &Committed) {
+        let _ = self.tx.send(Event::Schedule(c.id().to_string(), 0));
+    }
+
+    pub fn rescan(&self) {
+        let _ = self.tx.send(Event::Rescan);
+    }
+}
+
+pub struct Queue {
+    config: SharedConfig,
+    spool: Spool,
+    outbound: Arc<Outbound>,
+    tx: mpsc::UnboundedSender<Event>,
+    global: Arc<Semaphore>,
+    per_domain: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl Queue {
+    /// Starts the scheduler; returns the handle inbound uses.
+    pub fn start(config: SharedConfig, spool: Spool, outbound: Arc<Outbound>) -> QueueHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let max = config.current().queue.max_concurrent_deliveries;
+        let q = Arc::new(Queue {
+            config,
+            spool,
+            outbound,
+            tx: tx.clone(),
+            global: Arc::new(Semaphore::new(max)),
+            per_domain: std::sync::Mutex::new(HashMap::new()),
+        });
+        let handle = QueueHandle { tx: tx.clone() };
+        tokio::spawn(q.run(rx, tx));
+        handle
+    }
+
+    fn domain_slot(&self, domain: &str) -> Arc<Semaphore> {
+        let n = self.config.current().queue.per_destination_concurrency;
+        let mut map = self.per_domain.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(domain.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(n)))
+            .clone()
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        tx: mpsc::UnboundedSender<Event>,
+    ) {
+        let mut heap: BinaryHeap<Reverse<(i64, String)>> = BinaryHeap::new();
+        let mut scheduled: HashMap<String, i64> = HashMap::new();
+        let mut in_flight: HashSet<String> = HashSet::new();
+        self.rescan(&tx);
+        let mut last_scan = std::time::Instant::now();
+        loop {
+            let scan_every = self.config.current().queue.scan_interval.0;
+            if last_scan.elapsed() >= scan_every {
+                self.rescan(&tx);
+                self.outbound.pool.expire();
+                last_scan = std::time::Instant::now();
+            }
+            // Start every due attempt.
+            let t = now();
+            while let Some(Reverse((at, _))) = heap.peek() {
+                if *at > t {
+                    break;
+                }
+                let Some(Reverse((at, id))) = heap.pop() else {
+                    break;
+                };
+                if scheduled.get(&id) != Some(&at) {
+                    continue; // stale heap entry
+                }
+                if in_flight.contains(&id) {
+                    // Found by a rescan while its attempt runs: the attempt reschedules it.
+                    scheduled.remove(&id);
+                    continue;
+                }
+                scheduled.remove(&id);
+                in_flight.insert(id.clone());
+                let q = self.clone();
+                let tx2 = tx.clone();
+                tokio::spawn(async move {
+                    let next = q.attempt(&id).await;
+                    if let Some(at) = next {
+                        let _ = tx2.send(Event::Schedule(id.clone(), at));
+                    }
+                    let _ = tx2.send(Event::Done(id));
+                });
+            }
+            let wait = heap
+                .peek()
+                .map(|Reverse((at, _))| Duration::from_secs((at - now()).max(0) as u64))
+                .unwrap_or(scan_every)
+                .min(scan_every)
+                .max(Duration::from_millis(50));
+            let ev = match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => return,
+                Err(_) => continue,
+            };
+            match ev {
+                Event::Schedule(id, at) => {
+                    // An earlier time wins (a retry request).
+                    let at = at.max(0);
+                    match scheduled.get(&id) {
+                        Some(&cur) if cur <= at => {}
+                        _ => {
+                            scheduled.insert(id.clone(), at);
+                            heap.push(Reverse((at, id)));
+                        }
+                    }
+                }
+                Event::Done(id) => {
+                    in_flight.remove(&id);
+                }
+                Event::Rescan => {
+                    self.rescan(&tx);
+                    last_scan = std::time::Instant::now();
+                }
+            }
+        }
+    }
+
+    /// Schedules every envelope on disk at its recorded next attempt.
+    fn rescan(&self, tx: &mpsc::UnboundedSender<Event>) {
+        match self.spool.recover() {
+            Ok((envs, bad)) => {
+                for b in bad {
+                    error!(error = %b, "unreadable envelope left in the spool");
+                }
+                for e in envs {
+                    let _ = tx.send(Event::Schedule(e.id, e.next_attempt));
+                }
+            }
+            Err(e) => error!(error = %e, "spool scan failed"),
+        }
+    }
+
+    /// One delivery attempt for every pending domain of `id`. Returns the next attempt time,
+    /// or None when the message is finished (delivered, bounced, or gone).
+    async fn attempt(&self, id: &str) -> Option<i64> {
+        let _permit = self.global.clone().acquire_owned().await.ok()?;
+        let mut env = match self.spool.load(id) {
+            Ok(e) => e,
+            Err(_) => return None, // deleted by an operator
+        };
+        let loaded = self.config.loaded();
+        let cfg = &loaded.config;
+        for domain in env.pending_domains() {
+            let slot = self.domain_slot(&domain);
+            let _dp = slot.acquire_owned().await.ok()?;
+            let results = self.outbound.deliver(&loaded, &env, &domain).await;
+            for (addr, res) in results {
+                if let Some(r) = env
+                    .recipients
+                    .iter_mut()
+                    .find(|r| r.address == addr && r.status == RcptStatus::Pending)
+                {
+                    match res {
+                        RcptResult::Delivered { .. } => {
+                            r.status = RcptStatus::Delivered;
+                            r.last_failure = None;
+                        }
+                        RcptResult::Permanent(f) => {
+                            info!(queue_id = %env.id, rcpt_domain = %r.domain, status = %f.status, reason = %f.text, "bounced");
+                            r.status = RcptStatus::Failed;
+                            r.last_failure = Some(f);
+                        }
+                        RcptResult::Temporary(f) => {
+                            info!(queue_id = %env.id, rcpt_domain = %r.domain, status = %f.status,
+                                  tls_reason = f.reason.map(|x| x.as_str()).unwrap_or("-"), reason = %f.text, "deferred");
+                            r.last_failure = Some(f);
+                        }
+                    }
+                }
+            }
+        }
+        env.attempts += 1;
+        let t = now();
+        let expired = schedule::expired(env.received_at, t, cfg.queue.max_lifetime.0);
+        if expired && !env.is_finished() {
+            for r in env
+                .recipients
+                .iter_mut()
+                .filter(|r| r.status == RcptStatus::Pending)
+            {
+                warn!(queue_id = %env.id, rcpt_domain = %r.domain, "queue lifetime expired");
+                r.status = RcptStatus::Failed;
+                if r.last_failure.is_none() {
+                    r.last_failure = Some(crate::spool::Failure {
+                        code: 451,
+                        status: "4.4.7".into(),
+                        text: "the message stayed in the queue too long".into(),
+                        reason: None,
+                        remote: None,
+                    });
+                }
+            }
+        }
+        if env.is_finished() {
+            if let Err(e) = self.bounce(&env, &cfg.hostname).await {
+                // The DSN is not safely queued: keep the message and try again later.
+                error!(queue_id = %env.id, error = %e, "cannot queue DSN; keeping message");
+                env.next_attempt = t + cfg.queue.min_backoff.0.as_secs() as i64;
+                let _ = self.spool.update(&env);
+                return Some(env.next_attempt);
+            }
+            if let Err(e) = self.spool.remove(&env.id) {
+                error!(queue_id = %env.id, error = %e, "cannot remove finished message");
+            }
+            return None;
+        }
+        let delay = schedule::backoff(
+            env.attempts,
+            cfg.queue.min_backoff.0,
+            cfg.queue.max_backoff.0,
+        );
+        // Never schedule past expiry by more than needed: the final attempt happens at expiry.
+        let expiry = env.received_at + cfg.queue.max_lifetime.0.as_secs() as i64;
+        env.next_attempt = (t + delay.as_secs() as i64).min(expiry.max(t + 1));
+        if let Err(e) = self.spool.update(&env) {
+            error!(queue_id = %env.id, error = %e, "cannot update envelope");
+        }
+        Some(env.next_attempt)
+    }
+
+    /// Queues a DSN for failed recipients that want one. Never for a null sender or a DSN.
+    async fn bounce(&self, env: &Envelope, hostname: &str) -> Result<(), crate::spool::SpoolError> {
+        let failed: Vec<&Recipient> = env
+            .recipients
+            .iter()
+            .filter(|r| r.status == RcptStatus::Failed && dsn::wants_failure_notice(r))
+            .collect();
+        if failed.is_empty() || env.mail_from.is_empty() || env.is_bounce {
+            return Ok(());
+        }
+        let original = tokio::fs::read(self.spool.msg_path(&env.id))
+            .await
+            .unwrap_or_default();
+        let body = dsn::render(hostname, env, &failed, &original, chrono::Utc::now());
+        let domain = env
+            .mail_from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_ascii_lowercase())
+            .unwrap_or_default();
+        let t = now();
+        let dsn_env = Envelope {
+            version: ENVELOPE_VERSION,
+            id: String::new(),
+            node_id: env.node_id.clone(),
+            received_at: t,
+            client_ip: "127.0.0.1".into(),
+            helo: hostname.to_string(),
+            peer: None,
+            tls: None,
+            mail_from: String::new(),
+            body: Default::default(),
+            smtputf8: env.smtputf8,
+            requiretls: false,
+            ret: None,
+            envid: None,
+            size: 0,
+            recipients: vec![Recipient {
+                address: env.mail_from.clone(),
+                domain,
+                orcpt: None,
+                notify: smtp_proto::RCPT_NOTIFY_NEVER,
+                status: RcptStatus::Pending,
+                last_failure: None,
+            }],
+            attempts: 0,
+            next_attempt: t,
+            is_bounce: true,
+        };
+        let committed = self.spool.inject(dsn_env, &body).await?;
+        info!(queue_id = %env.id, dsn_id = %committed.id(), "DSN queued to sender");
+        let _ = self.tx.send(Event::Schedule(committed.id().to_string(), 0));
+        Ok(())
+    }
+}

@@ -1,0 +1,284 @@
+//! The spool: messages and envelopes on local disk, durable before the `250`.
+//!
+//! Layout under `spool_dir`: `tmp/` (being received), `queue/ID.msg` (message bytes as
+//! received, with our Received header prepended) and `queue/ID.env` (JSON envelope). A message
+//! exists once its `.env` is in `queue/`: `commit` writes and fsyncs the data file, writes and
+//! fsyncs the envelope, renames both into `queue/` (data first) and fsyncs the directory. Only
+//! then does it return the `Committed` receipt the inbound session needs to reply `250`.
+
+mod envelope;
+
+pub use envelope::*;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("envelope {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("no message {0} in the queue")]
+    NotFound(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Proof that a message is on stable storage. Only `Incoming::commit` makes one.
+#[derive(Debug)]
+pub struct Committed {
+    id: String,
+}
+
+impl Committed {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A new queue id: microseconds since the epoch and a per-process counter, in hex (sortable).
+pub fn new_queue_id() -> String {
+    let micros = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
+    format!("{micros:013X}{n:04X}")
+}
+
+/// A queue id is what `new_queue_id` makes: guards file names built from CLI input.
+pub fn is_queue_id(s: &str) -> bool {
+    (8..=40).contains(&s.len()) && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool and removes leftovers of interrupted receptions.
+    pub fn open(root: &Path) -> Result<Self, SpoolError> {
+        for sub in ["tmp", "queue"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        let tmp = root.join("tmp");
+        for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+        Ok(Self {
+            root: root.to_owned(),
+        })
+    }
+
+    fn queue_dir(&self) -> PathBuf {
+        self.root.join("queue")
+    }
+
+    pub fn msg_path(&self, id: &str) -> PathBuf {
+        self.queue_dir().join(format!("{id}.msg"))
+    }
+
+    fn env_path(&self, id: &str) -> PathBuf {
+        self.queue_dir().join(format!("{id}.env"))
+    }
+
+    /// Starts receiving a message into `tmp/`.
+    pub async fn incoming(&self) -> Result<Incoming, SpoolError> {
+        let id = new_queue_id();
+        let path = self.root.join("tmp").join(format!("{id}.msg"));
+        let file = tokio::fs::File::create(&path).await.map_err(io(&path))?;
+        Ok(Incoming {
+            spool: self.clone(),
+            id,
+            path,
+            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
+            written: 0,
+        })
+    }
+
+    /// Loads every committed envelope; removes data files whose envelope never got committed.
+    pub fn recover(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>), SpoolError> {
+        let dir = self.queue_dir();
+        let mut envs = Vec::new();
+        let mut bad = Vec::new();
+        let mut msgs = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let path = entry.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("env") => match read_envelope(&path) {
+                    Ok(e) => envs.push(e),
+                    Err(e) => bad.push(e),
+                },
+                Some("msg") => msgs.push(path),
+                _ => {}
+            }
+        }
+        for m in msgs {
+            if !m.with_extension("env").exists() {
+                let _ = std::fs::remove_file(&m);
+            }
+        }
+        envs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((envs, bad))
+    }
+
+    pub fn load(&self, id: &str) -> Result<Envelope, SpoolError> {
+        if !is_queue_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let p = self.env_path(id);
+        if !p.exists() {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        read_envelope(&p)
+    }
+
+    /// Atomically replaces the envelope (tmp file, fsync, rename, fsync directory).
+    pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
+        let tmp = self.root.join("tmp").join(format!("{}.env", env.id));
+        write_synced(&tmp, &serde_json::to_vec_pretty(env).unwrap_or_default())?;
+        let dst = self.env_path(&env.id);
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// Removes a message: envelope first, so a crash in between leaves only an orphan data
+    /// file that `recover` deletes.
+    pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        let env = self.env_path(id);
+        match std::fs::remove_file(&env) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io(&env)(e)),
+        }
+        let _ = std::fs::remove_file(self.msg_path(id));
+        fsync_dir(&self.queue_dir())
+    }
+
+    /// Queues a locally generated message (a DSN) with its envelope, durably.
+    pub async fn inject(&self, mut env: Envelope, data: &[u8]) -> Result<Committed, SpoolError> {
+        let mut inc = self.incoming().await?;
+        inc.write(data).await?;
+        env.id = inc.id().to_string();
+        env.size = data.len() as u64;
+        inc.commit(env).await
+    }
+}
+
+/// A message being received. Dropping it without `commit` deletes the temporary file.
+pub struct Incoming {
+    spool: Spool,
+    id: String,
+    path: PathBuf,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    written: u64,
+}
+
+impl Incoming {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        f.write_all(data).await.map_err(io(&self.path))?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the message durable and visible to the queue. Returns only after the data file,
+    /// the envelope and the queue directory entry are fsynced (RFC 5321 §6.1: no mail lost
+    /// once `250` is sent).
+    pub async fn commit(mut self, mut env: Envelope) -> Result<Committed, SpoolError> {
+        env.id = self.id.clone();
+        env.size = self.written;
+        if let Some(mut f) = self.file.take() {
+            f.flush().await.map_err(io(&self.path))?;
+            let f = f.into_inner();
+            f.sync_all().await.map_err(io(&self.path))?;
+        }
+        let spool = self.spool.clone();
+        let id = self.id.clone();
+        let tmp_msg = self.path.clone();
+        let json = serde_json::to_vec_pretty(&env).unwrap_or_default();
+        let result = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let tmp_env = spool.root.join("tmp").join(format!("{id}.env"));
+            write_synced(&tmp_env, &json)?;
+            let dst_msg = spool.msg_path(&id);
+            std::fs::rename(&tmp_msg, &dst_msg).map_err(io(&dst_msg))?;
+            let dst_env = spool.env_path(&id);
+            std::fs::rename(&tmp_env, &dst_env).map_err(io(&dst_env))?;
+            fsync_dir(&spool.queue_dir())
+        })
+        .await
+        .map_err(|e| SpoolError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        result?;
+        // The file now lives in queue/: nothing for Drop to clean up.
+        self.path = PathBuf::new();
+        Ok(Committed {
+            id: self.id.clone(),
+        })
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn read_envelope(path: &Path) -> Result<Envelope, SpoolError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if env.version != ENVELOPE_VERSION {
+        return Err(SpoolError::Corrupt {
+            path: path.to_owned(),
+            reason: format!("unknown envelope version {}", env.version),
+        });
+    }
+    Ok(env)
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
+    let mut f = std::fs::File::create(path).map_err(io(path))?;
+    f.write_all(data).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests;
