@@ -130,7 +130,8 @@ mod tests {
         let pkix = || RequiredTls::Pkix {
             name: "mx.example.test".into(),
         };
-        let rows: [(R, Option<&str>, Result<(RequiredTls, S), Refusal>); 6] = [
+        type Row<'a> = (R, Option<&'a str>, Result<(RequiredTls, S), Refusal>);
+        let rows: [Row; 6] = [
             (R::Verify, None, Ok((pkix(), S::Operator))),
             (R::Verify, Some("peer-a"), Ok((pkix(), S::Charter))),
             (R::Encrypt, None, Ok((RequiredTls::Encrypt, S::Operator))),

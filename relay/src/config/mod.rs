@@ -604,4 +604,4 @@ pub fn is_domain_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

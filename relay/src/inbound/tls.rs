@@ -63,7 +63,12 @@ pub fn version_name(v: rustls::ProtocolVersion) -> &'static str {
     }
 }
 
-/// The IANA cipher suite name, e.g. `TLS_AES_256_GCM_SHA384`.
+/// The IANA cipher suite name, e.g. `TLS_AES_256_GCM_SHA384` (rustls names TLS 1.3 suites
+/// `TLS13_*`; the IANA registry does not).
 pub fn suite_name(s: rustls::SupportedCipherSuite) -> String {
-    s.suite().as_str().unwrap_or("unknown").to_string()
+    let name = s.suite().as_str().unwrap_or("unknown");
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name.to_string(),
+    }
 }

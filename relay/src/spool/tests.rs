@@ -1,1 +1,122 @@
+use super::*;
 
+fn env() -> Envelope {
+    Envelope {
+        version: ENVELOPE_VERSION,
+        id: String::new(),
+        node_id: "n".into(),
+        received_at: 1,
+        client_ip: "127.0.0.1".into(),
+        helo: "c".into(),
+        peer: None,
+        tls: None,
+        mail_from: "a@b.test".into(),
+        body: Body::Unspecified,
+        smtputf8: false,
+        requiretls: false,
+        ret: None,
+        envid: None,
+        size: 0,
+        recipients: vec![Recipient {
+            address: "x@y.test".into(),
+            domain: "y.test".into(),
+            orcpt: None,
+            notify: 0,
+            status: RcptStatus::Pending,
+            last_failure: None,
+        }],
+        attempts: 0,
+        next_attempt: 1,
+        is_bounce: false,
+    }
+}
+
+#[tokio::test]
+async fn commit_makes_message_and_envelope_visible() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(b"Subject: a\r\n\r\nbody\r\n").await.unwrap();
+    let c = inc.commit(env()).await.unwrap();
+    let e = spool.load(c.id()).unwrap();
+    assert_eq!(e.size, 20);
+    assert_eq!(
+        std::fs::read(spool.msg_path(c.id())).unwrap(),
+        b"Subject: a\r\n\r\nbody\r\n"
+    );
+    assert!(
+        std::fs::read_dir(d.path().join("tmp"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "tmp is clean"
+    );
+}
+
+#[tokio::test]
+async fn an_uncommitted_message_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(b"partial").await.unwrap();
+    drop(inc);
+    let (envs, bad) = spool.recover().unwrap();
+    assert!(envs.is_empty() && bad.is_empty());
+    assert!(std::fs::read_dir(d.path().join("tmp"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[tokio::test]
+async fn recovery_keeps_committed_and_drops_orphans() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(b"m").await.unwrap();
+    let c = inc.commit(env()).await.unwrap();
+    // A crash between the two renames leaves a data file without envelope.
+    std::fs::write(d.path().join("queue/00000000000000000.msg"), b"orphan").unwrap();
+    // A crash during reception leaves a tmp file.
+    std::fs::write(d.path().join("tmp/1111111111111.msg"), b"tmp").unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, _) = spool.recover().unwrap();
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].id, c.id());
+    assert!(!d.path().join("queue/00000000000000000.msg").exists());
+    assert!(!d.path().join("tmp/1111111111111.msg").exists());
+}
+
+#[tokio::test]
+async fn update_and_remove() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let c = spool.inject(env(), b"x").await.unwrap();
+    let mut e = spool.load(c.id()).unwrap();
+    e.attempts = 3;
+    spool.update(&e).unwrap();
+    assert_eq!(spool.load(c.id()).unwrap().attempts, 3);
+    spool.remove(c.id()).unwrap();
+    assert!(matches!(spool.load(c.id()), Err(SpoolError::NotFound(_))));
+    assert!(matches!(spool.remove(c.id()), Err(SpoolError::NotFound(_))));
+}
+
+#[test]
+fn queue_ids_are_unique_and_validated() {
+    let ids: std::collections::HashSet<String> = (0..1000).map(|_| new_queue_id()).collect();
+    assert_eq!(ids.len(), 1000);
+    assert!(ids.iter().all(|i| is_queue_id(i)));
+    for bad in ["../etc/passwd", "", "abc", "ZZZZZZZZZZ"] {
+        assert!(!is_queue_id(bad), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_envelope_is_reported_not_fatal() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    std::fs::write(d.path().join("queue/ABCDEF0123456.env"), b"{not json").unwrap();
+    let (envs, bad) = spool.recover().unwrap();
+    assert!(envs.is_empty());
+    assert_eq!(bad.len(), 1);
+}
