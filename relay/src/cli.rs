@@ -10,6 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, Loaded, SharedConfig};
 use crate::dns::Dns;
+use crate::evidence::Metrics;
 use crate::inbound::{serve_listener, InboundContext};
 use crate::outbound::Outbound;
 use crate::queue::Queue;
@@ -112,9 +113,22 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", pid_file.display()))?;
     let dns = Dns::new(&config.dns.resolvers, config.dns.timeout.0)?;
     let shared = SharedConfig::new(loaded);
-    let outbound = Arc::new(Outbound::new(dns, spool.clone()));
+    let metrics = Arc::new(Metrics::new());
+    if let Some(addr) = config.metrics.listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("metrics listener on {addr}"))?;
+        info!(address = %addr, "metrics endpoint listening");
+        tokio::spawn(crate::evidence::http::serve(l, metrics.clone()));
+    }
+    let outbound = Arc::new(Outbound::new(dns, spool.clone(), metrics.clone()));
     let queue = Queue::start(shared.clone(), spool.clone(), outbound.clone());
-    let ctx = Arc::new(InboundContext::new(shared.clone(), spool, queue.clone()));
+    let ctx = Arc::new(InboundContext::new(
+        shared.clone(),
+        spool,
+        queue.clone(),
+        metrics,
+    ));
     let mut bound = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let listener = TcpListener::bind(l.address)

@@ -5,6 +5,8 @@
 //! queue (scheduler, schedule: retry math) -> outbound (route: MX + policy decide ->
 //! client session + verifier -> attempt) -> queue (retry) or queue::dsn (bounce).
 //!
+//! Each hop yields an evidence::HopRecord -> metrics (Prometheus).
+//!
 //! Supporting modules: config (typed YAML), dns (MX and addresses), smtp (replies, shared
 //! SMTP text rules), cli (operator commands).
 
@@ -13,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod dns;
+pub mod evidence;
 pub mod inbound;
 pub mod outbound;
 pub mod queue;

@@ -41,3 +41,9 @@ pub const MAX_LIFETIME: HumanDuration = HumanDuration::secs(5 * 86_400);
 pub const PER_DESTINATION_CONCURRENCY: usize = 20;
 pub const MAX_CONCURRENT_DELIVERIES: usize = 100;
 pub const SCAN_INTERVAL: HumanDuration = HumanDuration::secs(60);
+
+// Metrics: loopback only by default.
+pub const METRICS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    9465,
+);

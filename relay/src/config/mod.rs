@@ -69,6 +69,8 @@ pub struct Config {
     pub outbound: Outbound,
     #[serde(default)]
     pub queue: Queue,
+    #[serde(default)]
+    pub metrics: Metrics,
     #[serde(default = "default_log_level")]
     pub log_level: String,
 }
@@ -263,6 +265,21 @@ impl Default for Queue {
             per_destination_concurrency: defaults::PER_DESTINATION_CONCURRENCY,
             max_concurrent_deliveries: defaults::MAX_CONCURRENT_DELIVERIES,
             scan_interval: defaults::SCAN_INTERVAL,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Address of the `/metrics` HTTP endpoint; `null` disables it.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            listen: Some(defaults::METRICS_LISTEN),
         }
     }
 }

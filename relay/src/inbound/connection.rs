@@ -13,8 +13,35 @@ use tracing::{debug, info, warn};
 use super::data::{BdatChecker, DataDecoder, DataDefect};
 use super::session::{Action, Session, State};
 use super::InboundContext;
+use crate::evidence::{Direction, HopRecord, Outcome, TlsFacts};
 use crate::smtp::Reply;
 use crate::spool::{Incoming, TlsInfo};
+
+/// The inbound hop record for the session's current state.
+fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
+    HopRecord {
+        direction: Direction::Inbound,
+        peer: session.peer().unwrap_or("other").to_string(),
+        remote_ip: Some(session.client_ip()),
+        remote_host: session.helo().to_string(),
+        tls: session.tls().map(|t| TlsFacts {
+            version: t.version.clone(),
+            cipher: t.cipher.clone(),
+            cert_sha256: None,
+        }),
+        policy: None,
+        outcome,
+        result_type: None,
+        reply_code: None,
+        queue_id: None,
+        size: None,
+        recipients: session
+            .transaction()
+            .map(|t| t.recipients.len())
+            .unwrap_or(0),
+        latency: None,
+    }
+}
 
 const READ_CHUNK: usize = 16 * 1024;
 const SPOOL_FLUSH: usize = 64 * 1024;
@@ -99,13 +126,30 @@ pub async fn handle(
     acceptor: TlsAcceptor,
 ) {
     let config = ctx.config.current();
-    let mut session = Session::new(config.clone(), remote.ip());
+    let mut session = Session::new(config, remote.ip());
+    run(tcp, remote, &ctx, acceptor, &mut session).await;
+    let tls = session
+        .tls()
+        .map(|t| t.version.clone())
+        .unwrap_or_else(|| "none".into());
+    ctx.metrics
+        .session_ended(session.peer().unwrap_or("other"), &tls);
+}
+
+async fn run(
+    tcp: TcpStream,
+    remote: SocketAddr,
+    ctx: &Arc<InboundContext>,
+    acceptor: TlsAcceptor,
+    session: &mut Session,
+) {
+    let config = session.config().clone();
     let mut conn = Conn::new(tcp);
     let greeting = session.greeting();
     if conn.reply(&greeting).await.is_err() {
         return;
     }
-    let next = match serve(&mut conn, &mut session, &ctx).await {
+    let next = match serve(&mut conn, session, ctx).await {
         Ok(n) => n,
         Err(e) => {
             debug!(client = %remote, error = %e, "connection ended");
@@ -145,7 +189,7 @@ pub async fn handle(
     debug!(client = %remote, tls_version = %info.version, cipher = %info.cipher, "inbound TLS established");
     session.tls_established(info);
     let mut conn = Conn::new(tls);
-    if let Err(e) = serve(&mut conn, &mut session, &ctx).await {
+    if let Err(e) = serve(&mut conn, session, ctx).await {
         debug!(client = %remote, error = %e, "TLS connection ended");
     }
     let _ = conn.stream.shutdown().await;
@@ -188,6 +232,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 Err(e) => session.parse_error(e),
             }
         };
+        if let Some(reason) = session.take_refusal() {
+            let mut hop = inbound_hop(session, Outcome::Refused);
+            hop.result_type = Some(reason);
+            hop.reply_code = Some(530);
+            ctx.metrics.record(&hop);
+        }
         match action {
             Action::Reply(r) => {
                 if session.transaction().is_none() {
@@ -401,6 +451,11 @@ async fn commit(inc: Incoming, session: &Session, ctx: &InboundContext) -> Reply
                 "message accepted"
             );
             ctx.queue.enqueued(&committed);
+            let mut hop = inbound_hop(session, Outcome::Accepted);
+            hop.queue_id = Some(id.clone());
+            hop.size = Some(env.size);
+            hop.reply_code = Some(250);
+            ctx.metrics.record(&hop);
             Reply::queued(&id)
         }
         Err(e) => {

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::SharedConfig;
+use crate::evidence::Metrics;
 use crate::queue::QueueHandle;
 use crate::smtp::Reply;
 use crate::spool::Spool;
@@ -24,17 +25,24 @@ pub struct InboundContext {
     pub config: SharedConfig,
     pub spool: Spool,
     pub queue: QueueHandle,
+    pub metrics: Arc<Metrics>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Arc<Semaphore>,
 }
 
 impl InboundContext {
-    pub fn new(config: SharedConfig, spool: Spool, queue: QueueHandle) -> Self {
+    pub fn new(
+        config: SharedConfig,
+        spool: Spool,
+        queue: QueueHandle,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let max = config.current().inbound.max_connections;
         Self {
             config,
             spool,
             queue,
+            metrics,
             per_ip: Mutex::new(HashMap::new()),
             total: Arc::new(Semaphore::new(max)),
         }

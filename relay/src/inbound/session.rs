@@ -64,6 +64,8 @@ pub struct Session {
     errors: usize,
     /// A BDAT sequence is under way (RFC 3030 §2: no DATA or other BDAT transaction mixing).
     in_bdat: bool,
+    /// Set when MAIL was refused for a TLS reason; the driver records it as evidence.
+    refusal: Option<hopguard_policy::ResultType>,
 }
 
 impl Session {
@@ -82,11 +84,15 @@ impl Session {
             commands: 0,
             errors: 0,
             in_bdat: false,
+            refusal: None,
         }
     }
 
     pub fn config(&self) -> &Arc<Config> {
         &self.config
+    }
+    pub fn client_ip(&self) -> IpAddr {
+        self.client_ip
     }
     pub fn peer(&self) -> Option<&str> {
         self.peer.as_deref()
@@ -102,6 +108,11 @@ impl Session {
     }
     pub fn transaction(&self) -> Option<&Transaction> {
         self.txn.as_ref()
+    }
+
+    /// The TLS reason of the last refused MAIL, once.
+    pub fn take_refusal(&mut self) -> Option<hopguard_policy::ResultType> {
+        self.refusal.take()
     }
 
     pub fn greeting(&self) -> Reply {
@@ -246,6 +257,7 @@ impl Session {
         }
         if self.tls_required && self.tls.is_none() {
             // RFC 3207 §4 (see docs/config.md on why this relay may require it).
+            self.refusal = Some(hopguard_policy::ResultType::StarttlsNotSupported);
             return self.bad_input(Reply::must_starttls());
         }
         let flags = from.flags;

@@ -126,6 +126,8 @@ pub struct Session {
     pub security: HopSecurity,
     pub remote: String,
     pub messages: usize,
+    /// Where the requirement this session satisfied came from (set by the router).
+    pub source: Option<hopguard_policy::PolicySource>,
     timeouts: OutboundCfg,
 }
 
@@ -226,6 +228,7 @@ pub async fn establish(
                 },
                 remote,
                 messages: 0,
+                source: None,
                 timeouts: cfg.clone(),
             });
         }
@@ -300,6 +303,7 @@ pub async fn establish(
         },
         remote,
         messages: 0,
+        source: None,
         timeouts: cfg.clone(),
     })
 }

@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hopguard_policy::{decide, DecisionInput, RequiredTls, RouteTls};
+use hopguard_policy::{decide, DecisionInput, PolicySource, RequiredTls, RouteTls};
 use tracing::{debug, info, warn};
 
 use crate::config::{Loaded, OutboundTls as RouteLevel};
 use crate::dns::{Dns, DnsFailure, MxAnswer};
+use crate::evidence::{Direction, HopRecord, Metrics, Outcome, TlsFacts};
 use crate::spool::{Envelope, Failure, Recipient, Spool};
 use client::{ClientError, Session, SmtpReply, TxnOutcome};
 
@@ -36,6 +37,7 @@ struct Candidate {
     port: u16,
     reference_name: String,
     required: RequiredTls,
+    source: PolicySource,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ pub struct Outbound {
     pub dns: Dns,
     pub pool: Pool,
     pub spool: Spool,
+    pub metrics: Arc<Metrics>,
 }
 
 fn failure(code: u16, status: &str, text: impl Into<String>) -> Failure {
@@ -143,12 +146,21 @@ fn from_client_error(e: &ClientError) -> Failure {
 }
 
 impl Outbound {
-    pub fn new(dns: Dns, spool: Spool) -> Self {
+    pub fn new(dns: Dns, spool: Spool, metrics: Arc<Metrics>) -> Self {
         Self {
             dns,
             pool: Pool::default(),
             spool,
+            metrics,
         }
+    }
+
+    fn peer_label(loaded: &Loaded, domain: &str) -> String {
+        loaded
+            .config
+            .peer_for_domain(domain)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "other".into())
     }
 
     /// The next-hop candidates for `domain`, in order, each with its required TLS.
@@ -211,11 +223,12 @@ impl Outbound {
                 charter_peer: peer.as_deref(),
             };
             match decide(&input) {
-                Ok((required, _source)) => out.push(Candidate {
+                Ok((required, source)) => out.push(Candidate {
                     host,
                     port,
                     reference_name: name,
                     required,
+                    source,
                 }),
                 Err(refusal) => {
                     return Err(RcptResult::Temporary(failure(
@@ -237,6 +250,38 @@ impl Outbound {
         env: &Envelope,
         domain: &str,
     ) -> Vec<(String, RcptResult)> {
+        let mut last_hop = LastHop::default();
+        let results = self.deliver_inner(loaded, env, domain, &mut last_hop).await;
+        let outcome = if results
+            .iter()
+            .any(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
+        {
+            Outcome::Delivered
+        } else if !results.is_empty()
+            && results
+                .iter()
+                .all(|(_, r)| matches!(r, RcptResult::Permanent(_)))
+        {
+            Outcome::Bounced
+        } else {
+            Outcome::Deferred
+        };
+        self.metrics.message_result(
+            &Self::peer_label(loaded, domain),
+            last_hop.policy.map(|p| p.as_str()).unwrap_or("none"),
+            last_hop.tls.as_deref().unwrap_or("none"),
+            outcome,
+        );
+        results
+    }
+
+    async fn deliver_inner(
+        &self,
+        loaded: &Loaded,
+        env: &Envelope,
+        domain: &str,
+        last_hop: &mut LastHop,
+    ) -> Vec<(String, RcptResult)> {
         let rcpts: Vec<&Recipient> = env.pending().filter(|r| r.domain == domain).collect();
         let all = |res: RcptResult| {
             rcpts
@@ -248,8 +293,12 @@ impl Outbound {
 
         // A pooled session first (same destination, same requirement by construction).
         if let Some(mut s) = self.pool.take(domain) {
-            match self.transact(&mut s, env, &rcpts, &msg_path).await {
+            match self
+                .transact(loaded, domain, &mut s, env, &rcpts, &msg_path)
+                .await
+            {
                 Ok(results) => {
+                    last_hop.set(&s);
                     self.release(loaded, domain, s);
                     return results;
                 }
@@ -296,8 +345,24 @@ impl Outbound {
                 {
                     Ok(s) => s,
                     Err(e) => {
+                        last_hop.policy = Some(c.source);
                         let mut f = from_client_error(&e);
                         f.remote = Some(format!("{}[{}]", c.reference_name, ip));
+                        self.metrics.record(&HopRecord {
+                            direction: Direction::Outbound,
+                            peer: Self::peer_label(loaded, domain),
+                            remote_ip: Some(ip),
+                            remote_host: c.reference_name.clone(),
+                            tls: None,
+                            policy: Some(c.source),
+                            outcome: Outcome::Deferred,
+                            result_type: f.reason,
+                            reply_code: Some(f.code),
+                            queue_id: Some(env.id.clone()),
+                            size: Some(env.size),
+                            recipients: rcpts.len(),
+                            latency: None,
+                        });
                         warn!(
                             queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
                             policy = c.required.as_str(),
@@ -308,8 +373,13 @@ impl Outbound {
                         continue;
                     }
                 };
-                match self.transact(&mut session, env, &rcpts, &msg_path).await {
+                session.source = Some(c.source);
+                match self
+                    .transact(loaded, domain, &mut session, env, &rcpts, &msg_path)
+                    .await
+                {
                     Ok(results) => {
+                        last_hop.set(&session);
                         self.release(loaded, domain, session);
                         return results;
                     }
@@ -335,8 +405,11 @@ impl Outbound {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn transact(
         &self,
+        loaded: &Loaded,
+        domain: &str,
         s: &mut Session,
         env: &Envelope,
         rcpts: &[&Recipient],
@@ -382,7 +455,53 @@ impl Outbound {
             };
             out.push((r.address.clone(), res));
         }
+        let outcome = if out
+            .iter()
+            .any(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
+        {
+            Outcome::Delivered
+        } else if out
+            .iter()
+            .all(|(_, r)| matches!(r, RcptResult::Permanent(_)))
+        {
+            Outcome::Bounced
+        } else {
+            Outcome::Deferred
+        };
+        self.metrics.record(&HopRecord {
+            direction: Direction::Outbound,
+            peer: Self::peer_label(loaded, domain),
+            remote_ip: None,
+            remote_host: remote.clone(),
+            tls: s.security.tls.as_ref().map(|t| TlsFacts {
+                version: t.version.clone(),
+                cipher: t.cipher.clone(),
+                cert_sha256: t.cert_sha256.clone(),
+            }),
+            policy: s.source,
+            outcome,
+            result_type: None,
+            reply_code: None,
+            queue_id: Some(env.id.clone()),
+            size: Some(env.size),
+            recipients: rcpts.len(),
+            latency: Some((chrono::Utc::now().timestamp() - env.received_at).max(0) as f64),
+        });
         Ok(out)
+    }
+}
+
+/// The policy and TLS of the last session tried for a destination (metrics labels).
+#[derive(Default)]
+struct LastHop {
+    policy: Option<PolicySource>,
+    tls: Option<String>,
+}
+
+impl LastHop {
+    fn set(&mut self, s: &Session) {
+        self.policy = s.source;
+        self.tls = s.security.tls.as_ref().map(|t| t.version.clone());
     }
 }
 

@@ -172,12 +172,40 @@ impl Queue {
                 for b in bad {
                     error!(error = %b, "unreadable envelope left in the spool");
                 }
+                self.update_gauges(&envs);
                 for e in envs {
                     let _ = tx.send(Event::Schedule(e.id, e.next_attempt));
                 }
             }
             Err(e) => error!(error = %e, "spool scan failed"),
         }
+    }
+
+    /// Queue depth and oldest age per destination peer, from a spool scan.
+    fn update_gauges(&self, envs: &[Envelope]) {
+        let cfg = self.config.current();
+        let t = now();
+        let mut per: HashMap<String, (i64, f64)> = HashMap::new();
+        for e in envs {
+            let mut peers: Vec<String> = e
+                .pending_domains()
+                .iter()
+                .map(|d| {
+                    cfg.peer_for_domain(d)
+                        .map(|p| p.name.clone())
+                        .unwrap_or_else(|| "other".into())
+                })
+                .collect();
+            peers.sort();
+            peers.dedup();
+            for p in peers {
+                let entry = per.entry(p).or_insert((0, 0.0));
+                entry.0 += 1;
+                entry.1 = entry.1.max((t - e.received_at).max(0) as f64);
+            }
+        }
+        let rows: Vec<(String, i64, f64)> = per.into_iter().map(|(p, (n, a))| (p, n, a)).collect();
+        self.outbound.metrics.set_queue(&rows);
     }
 
     /// One delivery attempt for every pending domain of `id`. Returns the next attempt time,

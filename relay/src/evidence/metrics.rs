@@ -1,0 +1,286 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text). Label values are bounded: `peer`
+//! is a configured charter peer name or `other`; `reason` is an RFC 8460 result type; `tls`
+//! is `none`, `TLSv1.2` or `TLSv1.3`; `policy` a `PolicySource`. docs/metrics.md lists every
+//! metric; a test checks that list against this registry.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::record::{Direction, HopRecord, Outcome};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerTls {
+    pub peer: String,
+    pub tls: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerOnly {
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Attempt {
+    pub peer: String,
+    pub policy: String,
+    pub tls: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Failure {
+    pub peer: String,
+    pub direction: String,
+    pub reason: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric hopguard exports, registered once at start.
+pub struct Metrics {
+    registry: Registry,
+    pub inbound_sessions: Family<PeerTls, Counter>,
+    pub inbound_messages: Family<PeerTls, Counter>,
+    pub inbound_starttls_required: Family<PeerOnly, Counter>,
+    pub outbound_attempts: Family<Attempt, Counter>,
+    pub outbound_messages: Family<Attempt, Counter>,
+    pub tls_failures: Family<Failure, Counter>,
+    pub plaintext_deliveries: Family<PeerOnly, Counter>,
+    pub queue_messages: Family<PeerOnly, Gauge>,
+    pub queue_oldest_age: Family<PeerOnly, FloatGauge>,
+    pub delivery_latency: Family<PeerOnly, Histogram>,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 ms .. ~7 days.
+    Histogram::new([
+        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+        86400.0, 432000.0,
+    ])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("hopguard");
+        let m = Self {
+            inbound_sessions: Family::default(),
+            inbound_messages: Family::default(),
+            inbound_starttls_required: Family::default(),
+            outbound_attempts: Family::default(),
+            outbound_messages: Family::default(),
+            tls_failures: Family::default(),
+            plaintext_deliveries: Family::default(),
+            queue_messages: Family::default(),
+            queue_oldest_age: Family::default(),
+            delivery_latency: Family::new_with_constructor(latency_histogram),
+            registry: Registry::default(),
+        };
+        // prometheus-client appends `_total` to counters itself.
+        r.register(
+            "inbound_sessions",
+            "Inbound SMTP sessions ended, by peer and final TLS state",
+            m.inbound_sessions.clone(),
+        );
+        r.register(
+            "inbound_messages",
+            "Inbound messages accepted (250 after commit), by peer and TLS state",
+            m.inbound_messages.clone(),
+        );
+        r.register(
+            "inbound_starttls_required_rejections",
+            "MAIL refused with 530 because the client had not issued STARTTLS",
+            m.inbound_starttls_required.clone(),
+        );
+        r.register("outbound_attempts", "Outbound delivery attempts (one per next-hop session tried), by peer, policy source, TLS version and outcome", m.outbound_attempts.clone());
+        r.register("outbound_messages", "Outbound message results per destination: delivered, deferred (each deferral) or bounced", m.outbound_messages.clone());
+        r.register(
+            "tls_failures",
+            "TLS failures by peer, direction and RFC 8460 result type",
+            m.tls_failures.clone(),
+        );
+        r.register("plaintext_deliveries", "Messages delivered without TLS (only where an explicit opportunistic policy allowed it; alert if a charter peer ever appears)", m.plaintext_deliveries.clone());
+        r.register(
+            "queue_messages",
+            "Messages waiting in the queue, by destination peer",
+            m.queue_messages.clone(),
+        );
+        r.register_with_unit(
+            "queue_oldest_age",
+            "Age of the oldest queued message, by destination peer",
+            Unit::Seconds,
+            m.queue_oldest_age.clone(),
+        );
+        r.register_with_unit(
+            "delivery_latency",
+            "Time from acceptance (250) to delivery at the next hop",
+            Unit::Seconds,
+            m.delivery_latency.clone(),
+        );
+        Self { registry: r, ..m }
+    }
+
+    /// Records one hop.
+    pub fn record(&self, h: &HopRecord) {
+        let peer = h.peer.clone();
+        let tls = h.tls_label().to_string();
+        match h.direction {
+            Direction::Inbound => match h.outcome {
+                Outcome::Accepted => {
+                    self.inbound_messages
+                        .get_or_create(&PeerTls { peer, tls })
+                        .inc();
+                }
+                Outcome::Refused => {
+                    if h.result_type == Some(hopguard_policy::ResultType::StarttlsNotSupported) {
+                        self.inbound_starttls_required
+                            .get_or_create(&PeerOnly { peer: peer.clone() })
+                            .inc();
+                    }
+                    if let Some(rt) = h.result_type {
+                        self.tls_failures
+                            .get_or_create(&Failure {
+                                peer,
+                                direction: "inbound".into(),
+                                reason: rt.as_str().into(),
+                            })
+                            .inc();
+                    }
+                }
+                _ => {}
+            },
+            Direction::Outbound => {
+                let labels = Attempt {
+                    peer: peer.clone(),
+                    policy: h.policy.map(|p| p.as_str()).unwrap_or("none").to_string(),
+                    tls: tls.clone(),
+                    outcome: h.outcome.as_str().to_string(),
+                };
+                self.outbound_attempts.get_or_create(&labels).inc();
+                if let Some(rt) = h.result_type {
+                    self.tls_failures
+                        .get_or_create(&Failure {
+                            peer: peer.clone(),
+                            direction: "outbound".into(),
+                            reason: rt.as_str().into(),
+                        })
+                        .inc();
+                }
+                if h.outcome == Outcome::Delivered {
+                    if h.tls.is_none() {
+                        self.plaintext_deliveries
+                            .get_or_create(&PeerOnly { peer: peer.clone() })
+                            .inc();
+                    }
+                    if let Some(l) = h.latency {
+                        self.delivery_latency
+                            .get_or_create(&PeerOnly { peer })
+                            .observe(l);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One message result for a destination (delivered, deferred or bounced).
+    pub fn message_result(&self, peer: &str, policy: &str, tls: &str, outcome: Outcome) {
+        self.outbound_messages
+            .get_or_create(&Attempt {
+                peer: peer.to_string(),
+                policy: policy.to_string(),
+                tls: tls.to_string(),
+                outcome: outcome.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    pub fn session_ended(&self, peer: &str, tls: &str) {
+        self.inbound_sessions
+            .get_or_create(&PeerTls {
+                peer: peer.to_string(),
+                tls: tls.to_string(),
+            })
+            .inc();
+    }
+
+    /// Replaces the queue gauges with a fresh count: (peer, messages, oldest age in seconds).
+    pub fn set_queue(&self, per_peer: &[(String, i64, f64)]) {
+        self.queue_messages.clear();
+        self.queue_oldest_age.clear();
+        for (peer, n, age) in per_peer {
+            self.queue_messages
+                .get_or_create(&PeerOnly { peer: peer.clone() })
+                .set(*n);
+            self.queue_oldest_age
+                .get_or_create(&PeerOnly { peer: peer.clone() })
+                .set(*age);
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::record::TlsFacts;
+
+    fn hop(direction: Direction, outcome: Outcome, tls: bool) -> HopRecord {
+        HopRecord {
+            direction,
+            peer: "peer-a".into(),
+            remote_ip: None,
+            remote_host: "mx.peer-a.test".into(),
+            tls: tls.then(|| TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_128_GCM_SHA256".into(),
+                cert_sha256: None,
+            }),
+            policy: Some(hopguard_policy::PolicySource::Charter),
+            outcome,
+            result_type: None,
+            reply_code: Some(250),
+            queue_id: None,
+            size: None,
+            recipients: 1,
+            latency: Some(0.2),
+        }
+    }
+
+    #[test]
+    fn records_become_labelled_series() {
+        let m = Metrics::new();
+        m.record(&hop(Direction::Inbound, Outcome::Accepted, true));
+        m.record(&hop(Direction::Outbound, Outcome::Delivered, true));
+        m.record(&hop(Direction::Outbound, Outcome::Delivered, false));
+        let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
+        failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);
+        m.record(&failed);
+        let text = m.encode();
+        for want in [
+            r#"hopguard_inbound_messages_total{peer="peer-a",tls="TLSv1.3"} 1"#,
+            r#"hopguard_outbound_attempts_total{peer="peer-a",policy="charter",tls="TLSv1.3",outcome="delivered"} 1"#,
+            r#"hopguard_plaintext_deliveries_total{peer="peer-a"} 1"#,
+            r#"hopguard_tls_failures_total{peer="peer-a",direction="outbound",reason="starttls-not-supported"} 1"#,
+            r#"hopguard_delivery_latency_seconds_count{peer="peer-a"} 2"#,
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The one event of the evidence pipeline: a hop, inbound or outbound.
+
+use hopguard_policy::{PolicySource, ResultType};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
+}
+
+/// What happened on the hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Inbound transaction accepted (`250` after commit).
+    Accepted,
+    /// Inbound transaction refused (e.g. `530` for a missing STARTTLS).
+    Refused,
+    /// Outbound: the next hop accepted the message.
+    Delivered,
+    /// Outbound: not delivered this time; the message waits.
+    Deferred,
+    /// Outbound: permanently refused; a DSN follows.
+    Bounced,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Refused => "refused",
+            Self::Delivered => "delivered",
+            Self::Deferred => "deferred",
+            Self::Bounced => "bounced",
+        }
+    }
+}
+
+/// TLS facts of a hop (absent for plaintext).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    pub cipher: String,
+    pub cert_sha256: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HopRecord {
+    pub direction: Direction,
+    /// Charter peer name or `other`.
+    pub peer: String,
+    pub remote_ip: Option<std::net::IpAddr>,
+    /// EHLO name inbound, MX / next-hop name outbound.
+    pub remote_host: String,
+    pub tls: Option<TlsFacts>,
+    pub policy: Option<PolicySource>,
+    pub outcome: Outcome,
+    pub result_type: Option<ResultType>,
+    pub reply_code: Option<u16>,
+    pub queue_id: Option<String>,
+    pub size: Option<u64>,
+    pub recipients: usize,
+    /// Seconds from acceptance to delivery (outbound delivered only).
+    pub latency: Option<f64>,
+}
+
+impl HopRecord {
+    /// `none`, `TLSv1.2` or `TLSv1.3`: the `tls` label.
+    pub fn tls_label(&self) -> &str {
+        self.tls
+            .as_ref()
+            .map(|t| t.version.as_str())
+            .unwrap_or("none")
+    }
+}
