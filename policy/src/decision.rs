@@ -50,6 +50,14 @@ impl RequiredTls {
         matches!(self, Self::Opportunistic)
     }
 
+    /// The verification method a successful TLS hop under this requirement proves.
+    pub fn verify_method(&self) -> crate::VerifyMethod {
+        match self {
+            Self::Pkix { .. } => crate::VerifyMethod::Pkix,
+            Self::Encrypt | Self::Opportunistic => crate::VerifyMethod::None,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pkix { .. } => "verify",

@@ -243,6 +243,8 @@ mod tests {
 
     fn hop(direction: Direction, outcome: Outcome, tls: bool) -> HopRecord {
         HopRecord {
+            time: chrono::Utc::now(),
+            message_id_hash: None,
             direction,
             peer: "peer-a".into(),
             remote_ip: None,
@@ -251,8 +253,10 @@ mod tests {
                 version: "TLSv1.3".into(),
                 cipher: "TLS_AES_128_GCM_SHA256".into(),
                 cert_sha256: None,
+                spki_sha256: None,
             }),
             policy: Some(hopguard_policy::PolicySource::Charter),
+            verification: hopguard_policy::VerifyMethod::Pkix,
             outcome,
             result_type: None,
             reply_code: Some(250),

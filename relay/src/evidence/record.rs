@@ -1,6 +1,6 @@
 //! The one event of the evidence pipeline: a hop, inbound or outbound.
 
-use hopguard_policy::{PolicySource, ResultType};
+use hopguard_policy::{PolicySource, ResultType, VerifyMethod};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -50,11 +50,15 @@ pub struct TlsFacts {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: String,
     pub cipher: String,
+    /// SHA-256 of the peer's end-entity certificate (hex), when it sent one.
     pub cert_sha256: Option<String>,
+    /// SHA-256 of that certificate's SubjectPublicKeyInfo (hex).
+    pub spki_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct HopRecord {
+    pub time: chrono::DateTime<chrono::Utc>,
     pub direction: Direction,
     /// Charter peer name or `other`.
     pub peer: String,
@@ -62,11 +66,15 @@ pub struct HopRecord {
     /// EHLO name inbound, MX / next-hop name outbound.
     pub remote_host: String,
     pub tls: Option<TlsFacts>,
+    /// How the peer's certificate was authenticated (`None` inbound: no client certificates).
+    pub verification: VerifyMethod,
     pub policy: Option<PolicySource>,
     pub outcome: Outcome,
     pub result_type: Option<ResultType>,
     pub reply_code: Option<u16>,
     pub queue_id: Option<String>,
+    /// Keyed hash of the Message-ID (never the Message-ID itself), when known.
+    pub message_id_hash: Option<String>,
     pub size: Option<u64>,
     pub recipients: usize,
     /// Seconds from acceptance to delivery (outbound delivered only).

@@ -20,6 +20,8 @@ use crate::spool::{Incoming, TlsInfo};
 /// The inbound hop record for the session's current state.
 fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
     HopRecord {
+        time: chrono::Utc::now(),
+        message_id_hash: None,
         direction: Direction::Inbound,
         peer: session.peer().unwrap_or("other").to_string(),
         remote_ip: Some(session.client_ip()),
@@ -28,7 +30,9 @@ fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
             version: t.version.clone(),
             cipher: t.cipher.clone(),
             cert_sha256: None,
+            spki_sha256: None,
         }),
+        verification: hopguard_policy::VerifyMethod::None,
         policy: None,
         outcome,
         result_type: None,

@@ -116,6 +116,16 @@ pub struct HopTls {
     pub cipher: String,
     /// SHA-256 of the peer's end-entity certificate (hex).
     pub cert_sha256: Option<String>,
+    /// SHA-256 of its SubjectPublicKeyInfo (hex).
+    pub spki_sha256: Option<String>,
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo (hex), if the certificate parses.
+pub fn spki_sha256(cert: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    Some(hex::encode(Sha256::digest(
+        ee.subject_public_key_info().as_ref(),
+    )))
 }
 
 /// An established, policy-satisfying session ready for transactions.
@@ -285,6 +295,10 @@ pub async fn establish(
             .peer_certificates()
             .and_then(|c| c.first())
             .map(|c| hex::encode(Sha256::digest(c.as_ref()))),
+        spki_sha256: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(spki_sha256),
     };
     let mut stream: Box<dyn Stream> = Box::new(tls);
     // RFC 3207 §4.2: forget what we learnt before TLS; EHLO again.

@@ -349,11 +349,14 @@ impl Outbound {
                         let mut f = from_client_error(&e);
                         f.remote = Some(format!("{}[{}]", c.reference_name, ip));
                         self.metrics.record(&HopRecord {
+                            time: chrono::Utc::now(),
+                            message_id_hash: None,
                             direction: Direction::Outbound,
                             peer: Self::peer_label(loaded, domain),
                             remote_ip: Some(ip),
                             remote_host: c.reference_name.clone(),
                             tls: None,
+                            verification: hopguard_policy::VerifyMethod::None,
                             policy: Some(c.source),
                             outcome: Outcome::Deferred,
                             result_type: f.reason,
@@ -469,6 +472,8 @@ impl Outbound {
             Outcome::Deferred
         };
         self.metrics.record(&HopRecord {
+            time: chrono::Utc::now(),
+            message_id_hash: None,
             direction: Direction::Outbound,
             peer: Self::peer_label(loaded, domain),
             remote_ip: None,
@@ -477,7 +482,13 @@ impl Outbound {
                 version: t.version.clone(),
                 cipher: t.cipher.clone(),
                 cert_sha256: t.cert_sha256.clone(),
+                spki_sha256: t.spki_sha256.clone(),
             }),
+            verification: if s.security.tls.is_some() {
+                s.security.required.verify_method()
+            } else {
+                hopguard_policy::VerifyMethod::None
+            },
             policy: s.source,
             outcome,
             result_type: None,
