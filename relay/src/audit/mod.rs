@@ -1,0 +1,1 @@
+//! Tamper-evident hop audit log (hash chain, Ed25519 checkpoints), its verifier and reports.
