@@ -108,9 +108,6 @@ fn run(path: &Path) -> anyhow::Result<()> {
 async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let config = loaded.config.clone();
     let spool = Spool::open(&config.spool_dir)?;
-    let pid_file = config.spool_dir.join("hopguard.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", pid_file.display()))?;
     let dns = Dns::new(&config.dns.resolvers, config.dns.timeout.0)?;
     let shared = SharedConfig::new(loaded);
     let metrics = Arc::new(Metrics::new());
@@ -137,6 +134,11 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         info!(address = %l.address, "listening");
         bound.push(tokio::spawn(serve_listener(listener, i, ctx.clone())));
     }
+    // Written once everything is bound: `queue retry` signals this pid only while the spool
+    // lock is held.
+    let pid_file = config.spool_dir.join("hopguard.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
     info!(node = config.node_id(), "hopguard started");
 
     use tokio::signal::unix::{signal, SignalKind};
@@ -187,7 +189,7 @@ fn reload(path: &Path, shared: &SharedConfig, outbound: &Outbound) {
 fn spool_for(config: Option<&Path>) -> anyhow::Result<(Config, Spool)> {
     let path = config.context("--config FILE is required to find the spool")?;
     let cfg = Config::load(path)?;
-    let spool = Spool::open(&cfg.spool_dir)?;
+    let spool = Spool::attach(&cfg.spool_dir)?;
     Ok((cfg, spool))
 }
 
@@ -201,7 +203,7 @@ fn queue(cmd: QueueCommand, config: Option<&Path>) -> anyhow::Result<()> {
     let (cfg, spool) = spool_for(config)?;
     match cmd {
         QueueCommand::List => {
-            let (envs, bad) = spool.recover()?;
+            let (envs, bad) = spool.scan()?;
             for e in &envs {
                 let pending = e.pending().count();
                 println!(
@@ -262,15 +264,22 @@ fn queue(cmd: QueueCommand, config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Asks a running relay (its pid file in the spool) to rescan the queue now.
+/// Asks a running relay to rescan the queue now: only if a relay holds the spool lock and the
+/// pid file names a hopguard process (a stale pid file never signals another program).
 fn wake(cfg: &Config) {
-    let pid_file = cfg.spool_dir.join("hopguard.pid");
-    let Ok(text) = std::fs::read_to_string(&pid_file) else {
+    if !Spool::is_in_use(&cfg.spool_dir) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(cfg.spool_dir.join("hopguard.pid")) else {
         return;
     };
     let Ok(pid) = text.trim().parse::<u32>() else {
         return;
     };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains("hopguard") {
+        return;
+    }
     let _ = std::process::Command::new("kill")
         .arg("-USR1")
         .arg(pid.to_string())

@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(not(hopguard_no_audit))]
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -41,7 +41,7 @@ pub enum ConfigError {
 pub struct Config {
     /// Our host name: EHLO greeting, Received headers, DSN reporting MTA.
     pub hostname: String,
-    /// Node id carried by queue ids, logs and (later) audit records. Default: `hostname`.
+    /// Node id carried by envelopes, logs and audit records. Default: `hostname`.
     #[serde(default)]
     pub node_id: Option<String>,
     #[serde(default = "default_spool_dir")]
@@ -321,6 +321,9 @@ impl NextHop {
                 None => return Err(format!("`{text}`: expected `:port` after `]`")),
             }
         } else {
+            if text.matches(':').count() > 1 {
+                return Err(format!("`{text}`: write an IPv6 next hop as `[address]:port`"));
+            }
             match text.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (text, None),
@@ -449,6 +452,26 @@ impl Config {
                 return err(key, "must be at least 1".into());
             }
         }
+        if inb.max_message_size == 0 {
+            return err("inbound.max_message_size", "must be at least 1".into());
+        }
+        for (key, d, min) in [
+            ("queue.min_backoff", self.queue.min_backoff, 1),
+            ("queue.max_backoff", self.queue.max_backoff, 1),
+            ("queue.max_lifetime", self.queue.max_lifetime, 1),
+            ("queue.scan_interval", self.queue.scan_interval, 1),
+            ("inbound.command_timeout", inb.command_timeout, 1),
+            ("inbound.data_timeout", inb.data_timeout, 1),
+            ("outbound.connect_timeout", self.outbound.connect_timeout, 1),
+            ("outbound.greeting_timeout", self.outbound.greeting_timeout, 1),
+            ("outbound.command_timeout", self.outbound.command_timeout, 1),
+            ("outbound.data_timeout", self.outbound.data_timeout, 1),
+            ("dns.timeout", self.dns.timeout, 1),
+        ] {
+            if d.0.as_secs() < min {
+                return err(key, format!("must be at least {min}s"));
+            }
+        }
         if self.queue.min_backoff > self.queue.max_backoff {
             return err(
                 "queue.min_backoff",
@@ -523,6 +546,14 @@ impl Config {
                 }
                 if let Some(h) = &r.next_hop {
                     NextHop::parse(h, port).map_err(|m| (format!("{list}[{i}].next_hop"), m))?;
+                }
+                if let Some(n) = &r.tls_name {
+                    if r.next_hop.is_none() {
+                        return err(&format!("{list}[{i}].tls_name"), "only meaningful with `next_hop`".into());
+                    }
+                    if !is_domain_name(n) {
+                        return err(&format!("{list}[{i}].tls_name"), format!("`{n}` is not a host name"));
+                    }
                 }
                 if r.tls == OutboundTls::Opportunistic && peer_domains.contains(&r.domain) {
                     return err(

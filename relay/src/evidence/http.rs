@@ -14,8 +14,13 @@ const MAX_REQUEST: usize = 8 * 1024;
 
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
-        let Ok((mut s, remote)) = listener.accept().await else {
-            continue;
+        let (mut s, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {

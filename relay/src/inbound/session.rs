@@ -345,6 +345,7 @@ impl Session {
             notify: to.flags,
             status: Default::default(),
             last_failure: None,
+            notified: false,
         });
         self.state = State::ExpectData;
         Action::Reply(Reply::recipient_ok())

@@ -133,7 +133,8 @@ pub struct Session {
     stream: Box<dyn Stream>,
     rbuf: Vec<u8>,
     pub caps: Capabilities,
-    pub security: HopSecurity,
+    /// The proof: set only by `establish`, read-only afterwards.
+    security: HopSecurity,
     pub remote: String,
     pub messages: usize,
     /// Where the requirement this session satisfied came from (set by the router).
@@ -158,7 +159,10 @@ async fn read_reply<S: AsyncRead + Unpin + ?Sized>(
             if line.len() < 3 {
                 return Err(ClientError::BadReply);
             }
-            let c: u16 = line[..3].parse().map_err(|_| ClientError::BadReply)?;
+            let c: u16 = line
+                .get(..3)
+                .and_then(|d| d.parse().ok())
+                .ok_or(ClientError::BadReply)?;
             if !(200..600).contains(&c) || (code != 0 && c != code) {
                 return Err(ClientError::BadReply);
             }
@@ -353,6 +357,11 @@ fn xtext(s: &str) -> String {
 }
 
 impl Session {
+    /// What protected this hop (the requirement it satisfied and the TLS facts).
+    pub fn security(&self) -> &HopSecurity {
+        &self.security
+    }
+
     /// Checks what the message needs against what the next hop offers.
     pub fn check_sendable(&self, env: &Envelope) -> Result<(), Unsendable> {
         if env.requiretls {

@@ -40,9 +40,12 @@ struct Candidate {
     source: PolicySource,
 }
 
+/// Idle sessions by destination. A config reload bumps the generation: sessions negotiated
+/// before it (idle or in use) are never pooled again.
 #[derive(Default)]
 pub struct Pool {
     idle: Mutex<HashMap<String, Vec<(Instant, Session)>>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
@@ -57,25 +60,48 @@ impl Pool {
         None
     }
 
-    fn put(&self, domain: &str, s: Session) {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn put(&self, domain: &str, s: Session, generation: u64) {
+        if generation != self.generation() {
+            tokio::spawn(s.quit());
+            return;
+        }
         let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = map.entry(domain.to_string()).or_default();
         list.retain(|(t, _)| t.elapsed() < POOL_IDLE);
         list.push((Instant::now(), s));
     }
 
-    /// Drops every idle session (after a config reload).
+    /// Drops every idle session and retires those in use (after a config reload).
     pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let old: Vec<Session> = {
+            let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            map.drain().flat_map(|(_, v)| v.into_iter().map(|(_, s)| s)).collect()
+        };
+        for s in old {
+            tokio::spawn(s.quit());
+        }
     }
 
-    /// Drops sessions idle for longer than `POOL_IDLE`.
+    /// Closes sessions idle for longer than `POOL_IDLE` (with QUIT).
     pub fn expire(&self) {
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, list| {
-            list.retain(|(t, _)| t.elapsed() < POOL_IDLE);
-            !list.is_empty()
-        });
+        let mut stale = Vec::new();
+        {
+            let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for list in map.values_mut() {
+                let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|(t, _)| t.elapsed() < POOL_IDLE);
+                *list = keep;
+                stale.extend(old.into_iter().map(|(_, s)| s));
+            }
+            map.retain(|_, list| !list.is_empty());
+        }
+        for s in stale {
+            tokio::spawn(s.quit());
+        }
     }
 }
 
@@ -251,7 +277,10 @@ impl Outbound {
         domain: &str,
     ) -> Vec<(String, RcptResult)> {
         let mut last_hop = LastHop::default();
-        let results = self.deliver_inner(loaded, env, domain, &mut last_hop).await;
+        let generation = self.pool.generation();
+        let results = self
+            .deliver_inner(loaded, env, domain, &mut last_hop, generation)
+            .await;
         let outcome = if results
             .iter()
             .any(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
@@ -281,6 +310,7 @@ impl Outbound {
         env: &Envelope,
         domain: &str,
         last_hop: &mut LastHop,
+        generation: u64,
     ) -> Vec<(String, RcptResult)> {
         let rcpts: Vec<&Recipient> = env.pending().filter(|r| r.domain == domain).collect();
         let all = |res: RcptResult| {
@@ -299,7 +329,7 @@ impl Outbound {
             {
                 Ok(results) => {
                     last_hop.set(&s);
-                    self.release(loaded, domain, s);
+                    self.release(loaded, domain, s, generation);
                     return results;
                 }
                 Err(e) => {
@@ -383,7 +413,7 @@ impl Outbound {
                 {
                     Ok(results) => {
                         last_hop.set(&session);
-                        self.release(loaded, domain, session);
+                        self.release(loaded, domain, session, generation);
                         return results;
                     }
                     Err(e) => {
@@ -400,9 +430,9 @@ impl Outbound {
         all(RcptResult::Temporary(last))
     }
 
-    fn release(&self, loaded: &Loaded, domain: &str, s: Session) {
+    fn release(&self, loaded: &Loaded, domain: &str, s: Session, generation: u64) {
         if s.messages < loaded.config.outbound.max_messages_per_connection {
-            self.pool.put(domain, s);
+            self.pool.put(domain, s, generation);
         } else {
             tokio::spawn(s.quit());
         }
@@ -434,7 +464,7 @@ impl Outbound {
         }
         let outcome = s.send(env, rcpts, msg_path).await?;
         let tls = s
-            .security
+            .security()
             .tls
             .as_ref()
             .map(|t| format!("{} {}", t.version, t.cipher))
@@ -447,7 +477,7 @@ impl Outbound {
         for (r, reply) in rcpts.iter().zip(per) {
             let res = if reply.is_ok() {
                 info!(queue_id = %env.id, rcpt_domain = %r.domain, remote = %remote, tls = %tls,
-                      policy = s.security.required.as_str(), "delivered");
+                      policy = s.security().required.as_str(), "delivered");
                 RcptResult::Delivered {
                     remote: remote.clone(),
                 }
@@ -478,14 +508,14 @@ impl Outbound {
             peer: Self::peer_label(loaded, domain),
             remote_ip: None,
             remote_host: remote.clone(),
-            tls: s.security.tls.as_ref().map(|t| TlsFacts {
+            tls: s.security().tls.as_ref().map(|t| TlsFacts {
                 version: t.version.clone(),
                 cipher: t.cipher.clone(),
                 cert_sha256: t.cert_sha256.clone(),
                 spki_sha256: t.spki_sha256.clone(),
             }),
-            verification: if s.security.tls.is_some() {
-                s.security.required.verify_method()
+            verification: if s.security().tls.is_some() {
+                s.security().required.verify_method()
             } else {
                 hopguard_policy::VerifyMethod::None
             },
@@ -512,7 +542,7 @@ struct LastHop {
 impl LastHop {
     fn set(&mut self, s: &Session) {
         self.policy = s.source;
-        self.tls = s.security.tls.as_ref().map(|t| t.version.clone());
+        self.tls = s.security().tls.as_ref().map(|t| t.version.clone());
     }
 }
 

@@ -89,7 +89,8 @@ pub fn render(
     for r in failed {
         let _ = write!(m, "\r\nFinal-Recipient: rfc822; {}\r\n", r.address);
         if let Some(o) = &r.orcpt {
-            let _ = write!(m, "Original-Recipient: {o}\r\n");
+            // RFC 3464 §2.3.1: address type, then the original address (ORCPT, decoded).
+            let _ = write!(m, "Original-Recipient: rfc822; {o}\r\n");
         }
         let _ = write!(m, "Action: failed\r\n");
         match &r.last_failure {
@@ -183,6 +184,7 @@ mod tests {
                     reason: Some(hopguard_policy::ResultType::StarttlsNotSupported),
                     remote: Some("mx.plain.test[127.0.0.9]".into()),
                 }),
+                notified: false,
             }],
             attempts: 3,
             next_attempt: 0,

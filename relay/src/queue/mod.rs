@@ -167,7 +167,7 @@ impl Queue {
 
     /// Schedules every envelope on disk at its recorded next attempt.
     fn rescan(&self, tx: &mpsc::UnboundedSender<Event>) {
-        match self.spool.recover() {
+        match self.spool.scan() {
             Ok((envs, bad)) => {
                 for b in bad {
                     error!(error = %b, "unreadable envelope left in the spool");
@@ -269,47 +269,63 @@ impl Queue {
                 }
             }
         }
+        // Failed recipients are reported now, not when the last recipient settles.
+        if let Err(e) = self.bounce(&mut env, &cfg.hostname).await {
+            // The DSN is not safely queued: keep the message and try again later.
+            error!(queue_id = %env.id, error = %e, "cannot queue DSN; keeping message");
+            env.next_attempt = t + cfg.queue.min_backoff.0.as_secs().max(1) as i64;
+            self.save(&env);
+            return Some(env.next_attempt);
+        }
         if env.is_finished() {
-            if let Err(e) = self.bounce(&env, &cfg.hostname).await {
-                // The DSN is not safely queued: keep the message and try again later.
-                error!(queue_id = %env.id, error = %e, "cannot queue DSN; keeping message");
-                env.next_attempt = t + cfg.queue.min_backoff.0.as_secs() as i64;
-                let _ = self.spool.update(&env);
-                return Some(env.next_attempt);
-            }
             if let Err(e) = self.spool.remove(&env.id) {
-                error!(queue_id = %env.id, error = %e, "cannot remove finished message");
+                match e {
+                    crate::spool::SpoolError::NotFound(_) => {}
+                    e => error!(queue_id = %env.id, error = %e, "cannot remove finished message"),
+                }
             }
             return None;
         }
-        let delay = schedule::backoff(
-            env.attempts,
-            cfg.queue.min_backoff.0,
-            cfg.queue.max_backoff.0,
-        );
-        // Never schedule past expiry by more than needed: the final attempt happens at expiry.
+        let delay = schedule::backoff(env.attempts, cfg.queue.min_backoff.0, cfg.queue.max_backoff.0);
+        // The final attempt happens at expiry, not later.
         let expiry = env.received_at + cfg.queue.max_lifetime.0.as_secs() as i64;
-        env.next_attempt = (t + delay.as_secs() as i64).min(expiry.max(t + 1));
-        if let Err(e) = self.spool.update(&env) {
-            error!(queue_id = %env.id, error = %e, "cannot update envelope");
+        env.next_attempt = (t + delay.as_secs().max(1) as i64).min(expiry.max(t + 1));
+        if !self.save(&env) {
+            return None;
         }
         Some(env.next_attempt)
     }
 
-    /// Queues a DSN for failed recipients that want one. Never for a null sender or a DSN.
-    async fn bounce(&self, env: &Envelope, hostname: &str) -> Result<(), crate::spool::SpoolError> {
+    /// Writes the envelope back unless an operator deleted the message during the attempt.
+    /// Returns false when the message is gone.
+    fn save(&self, env: &Envelope) -> bool {
+        if !self.spool.exists(&env.id) {
+            info!(queue_id = %env.id, "message deleted during its delivery attempt");
+            return false;
+        }
+        if let Err(e) = self.spool.update(env) {
+            error!(queue_id = %env.id, error = %e, "cannot update envelope");
+        }
+        true
+    }
+
+    /// Queues one DSN for the failed recipients not yet reported that want one, and marks
+    /// them reported. Never for a null sender or a DSN (RFC 5321 §6.1, RFC 3464 §2).
+    async fn bounce(&self, env: &mut Envelope, hostname: &str) -> Result<(), crate::spool::SpoolError> {
+        let quiet = env.mail_from.is_empty() || env.is_bounce;
         let failed: Vec<&Recipient> = env
             .recipients
             .iter()
-            .filter(|r| r.status == RcptStatus::Failed && dsn::wants_failure_notice(r))
+            .filter(|r| r.status == RcptStatus::Failed && !r.notified && dsn::wants_failure_notice(r))
             .collect();
-        if failed.is_empty() || env.mail_from.is_empty() || env.is_bounce {
+        if failed.is_empty() || quiet {
             return Ok(());
         }
         let original = tokio::fs::read(self.spool.msg_path(&env.id))
             .await
             .unwrap_or_default();
         let body = dsn::render(hostname, env, &failed, &original, chrono::Utc::now());
+        let reported: Vec<String> = failed.iter().map(|r| r.address.clone()).collect();
         let domain = env
             .mail_from
             .rsplit_once('@')
@@ -328,7 +344,8 @@ impl Queue {
             mail_from: String::new(),
             body: Default::default(),
             smtputf8: env.smtputf8,
-            requiretls: false,
+            // RFC 8689 §5: a DSN carrying the message body keeps the REQUIRETLS requirement.
+            requiretls: env.requiretls && env.ret == Some(crate::spool::Ret::Full),
             ret: None,
             envid: None,
             size: 0,
@@ -339,6 +356,7 @@ impl Queue {
                 notify: smtp_proto::RCPT_NOTIFY_NEVER,
                 status: RcptStatus::Pending,
                 last_failure: None,
+                notified: false,
             }],
             attempts: 0,
             next_attempt: t,
@@ -347,6 +365,11 @@ impl Queue {
         let committed = self.spool.inject(dsn_env, &body).await?;
         info!(queue_id = %env.id, dsn_id = %committed.id(), "DSN queued to sender");
         let _ = self.tx.send(Event::Schedule(committed.id().to_string(), 0));
+        for r in env.recipients.iter_mut() {
+            if reported.contains(&r.address) {
+                r.notified = true;
+            }
+        }
         Ok(())
     }
 }

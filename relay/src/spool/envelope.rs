@@ -68,6 +68,9 @@ pub struct Recipient {
     pub status: RcptStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
+    /// A DSN for this recipient's failure has been queued.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -27,6 +27,8 @@ pub enum SpoolError {
     Corrupt { path: PathBuf, reason: String },
     #[error("no message {0} in the queue")]
     NotFound(String),
+    #[error("spool {0} is in use by another running hopguard")]
+    Locked(PathBuf),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -51,6 +53,8 @@ impl Committed {
 #[derive(Clone, Debug)]
 pub struct Spool {
     root: PathBuf,
+    /// Held for the relay's lifetime (`open`), absent for operator commands (`attach`).
+    lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -68,19 +72,64 @@ pub fn is_queue_id(s: &str) -> bool {
 }
 
 impl Spool {
-    /// Opens (creating if needed) the spool and removes leftovers of interrupted receptions.
+    /// Opens the spool for the running relay: creates it if needed, takes its exclusive lock
+    /// (a second relay on the same spool is refused), removes leftovers of interrupted
+    /// receptions in `tmp/` and data files whose envelope was never committed. Only this
+    /// start-up path ever deletes uncommitted files: while the relay runs, a commit may sit
+    /// between its two renames.
     pub fn open(root: &Path) -> Result<Self, SpoolError> {
-        for sub in ["tmp", "queue"] {
-            let p = root.join(sub);
-            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        let mut spool = Self::attach(root)?;
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(root.to_owned())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
+        spool.lock = Some(std::sync::Arc::new(lock));
         let tmp = root.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
         }
+        let dir = spool.queue_dir();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) == Some("msg") && !path.with_extension("env").exists() {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(spool)
+    }
+
+    /// Attaches to a spool without locking or cleaning it (operator commands). Safe while the
+    /// relay runs: it never deletes a file the relay is writing.
+    pub fn attach(root: &Path) -> Result<Self, SpoolError> {
+        for sub in ["tmp", "queue"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
         Ok(Self {
             root: root.to_owned(),
+            lock: None,
         })
+    }
+
+    /// Whether a relay holds this spool's lock (i.e. is running on it).
+    pub fn is_in_use(root: &Path) -> bool {
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(root.join("lock")) else {
+            return false;
+        };
+        matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+    }
+
+    /// Whether the envelope of `id` is still in the queue.
+    pub fn exists(&self, id: &str) -> bool {
+        is_queue_id(id) && self.env_path(id).exists()
     }
 
     fn queue_dir(&self) -> PathBuf {
@@ -109,26 +158,18 @@ impl Spool {
         })
     }
 
-    /// Loads every committed envelope; removes data files whose envelope never got committed.
-    pub fn recover(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>), SpoolError> {
+    /// Loads every committed envelope (never deletes anything).
+    pub fn scan(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>), SpoolError> {
         let dir = self.queue_dir();
         let mut envs = Vec::new();
         let mut bad = Vec::new();
-        let mut msgs = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = entry.path();
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("env") => match read_envelope(&path) {
+            if path.extension().and_then(|e| e.to_str()) == Some("env") {
+                match read_envelope(&path) {
                     Ok(e) => envs.push(e),
                     Err(e) => bad.push(e),
-                },
-                Some("msg") => msgs.push(path),
-                _ => {}
-            }
-        }
-        for m in msgs {
-            if !m.with_extension("env").exists() {
-                let _ = std::fs::remove_file(&m);
+                }
             }
         }
         envs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -156,7 +197,7 @@ impl Spool {
     }
 
     /// Removes a message: envelope first, so a crash in between leaves only an orphan data
-    /// file that `recover` deletes.
+    /// file that start-up recovery (`open`) deletes.
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
         let env = self.env_path(id);
         match std::fs::remove_file(&env) {

@@ -24,6 +24,7 @@ fn env() -> Envelope {
             notify: 0,
             status: RcptStatus::Pending,
             last_failure: None,
+            notified: false,
         }],
         attempts: 0,
         next_attempt: 1,
@@ -60,7 +61,7 @@ async fn an_uncommitted_message_leaves_nothing() {
     let mut inc = spool.incoming().await.unwrap();
     inc.write(b"partial").await.unwrap();
     drop(inc);
-    let (envs, bad) = spool.recover().unwrap();
+    let (envs, bad) = spool.scan().unwrap();
     assert!(envs.is_empty() && bad.is_empty());
     assert!(std::fs::read_dir(d.path().join("tmp"))
         .unwrap()
@@ -79,8 +80,9 @@ async fn recovery_keeps_committed_and_drops_orphans() {
     std::fs::write(d.path().join("queue/00000000000000000.msg"), b"orphan").unwrap();
     // A crash during reception leaves a tmp file.
     std::fs::write(d.path().join("tmp/1111111111111.msg"), b"tmp").unwrap();
+    drop(spool);
     let spool = Spool::open(d.path()).unwrap();
-    let (envs, _) = spool.recover().unwrap();
+    let (envs, _) = spool.scan().unwrap();
     assert_eq!(envs.len(), 1);
     assert_eq!(envs[0].id, c.id());
     assert!(!d.path().join("queue/00000000000000000.msg").exists());
@@ -116,7 +118,28 @@ async fn corrupt_envelope_is_reported_not_fatal() {
     let d = tempfile::tempdir().unwrap();
     let spool = Spool::open(d.path()).unwrap();
     std::fs::write(d.path().join("queue/ABCDEF0123456.env"), b"{not json").unwrap();
-    let (envs, bad) = spool.recover().unwrap();
+    let (envs, bad) = spool.scan().unwrap();
     assert!(envs.is_empty());
     assert_eq!(bad.len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_relay_cannot_open_a_locked_spool_and_commands_do_not_clean_it() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    assert!(Spool::is_in_use(d.path()));
+    assert!(matches!(Spool::open(d.path()), Err(SpoolError::Locked(_))));
+    // A reception in progress survives an operator command attaching to the spool.
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(b"in flight").await.unwrap();
+    let attached = Spool::attach(d.path()).unwrap();
+    attached.scan().unwrap();
+    let c = inc.commit(env()).await.unwrap();
+    assert_eq!(std::fs::read(spool.msg_path(c.id())).unwrap(), b"in flight");
+    // A data file between the two renames of a commit is not deleted by a scan.
+    std::fs::write(d.path().join("queue/00000000000000001.msg"), b"mid-commit").unwrap();
+    spool.scan().unwrap();
+    assert!(d.path().join("queue/00000000000000001.msg").exists());
+    drop(spool);
+    assert!(!Spool::is_in_use(d.path()));
 }
