@@ -322,7 +322,9 @@ impl NextHop {
             }
         } else {
             if text.matches(':').count() > 1 {
-                return Err(format!("`{text}`: write an IPv6 next hop as `[address]:port`"));
+                return Err(format!(
+                    "`{text}`: write an IPv6 next hop as `[address]:port`"
+                ));
             }
             match text.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -463,7 +465,11 @@ impl Config {
             ("inbound.command_timeout", inb.command_timeout, 1),
             ("inbound.data_timeout", inb.data_timeout, 1),
             ("outbound.connect_timeout", self.outbound.connect_timeout, 1),
-            ("outbound.greeting_timeout", self.outbound.greeting_timeout, 1),
+            (
+                "outbound.greeting_timeout",
+                self.outbound.greeting_timeout,
+                1,
+            ),
             ("outbound.command_timeout", self.outbound.command_timeout, 1),
             ("outbound.data_timeout", self.outbound.data_timeout, 1),
             ("dns.timeout", self.dns.timeout, 1),
@@ -549,10 +555,16 @@ impl Config {
                 }
                 if let Some(n) = &r.tls_name {
                     if r.next_hop.is_none() {
-                        return err(&format!("{list}[{i}].tls_name"), "only meaningful with `next_hop`".into());
+                        return err(
+                            &format!("{list}[{i}].tls_name"),
+                            "only meaningful with `next_hop`".into(),
+                        );
                     }
                     if !is_domain_name(n) {
-                        return err(&format!("{list}[{i}].tls_name"), format!("`{n}` is not a host name"));
+                        return err(
+                            &format!("{list}[{i}].tls_name"),
+                            format!("`{n}` is not a host name"),
+                        );
                     }
                 }
                 if r.tls == OutboundTls::Opportunistic && peer_domains.contains(&r.domain) {

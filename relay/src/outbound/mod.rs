@@ -77,10 +77,13 @@ impl Pool {
 
     /// Drops every idle session and retires those in use (after a config reload).
     pub fn clear(&self) {
-        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let old: Vec<Session> = {
             let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            map.drain().flat_map(|(_, v)| v.into_iter().map(|(_, s)| s)).collect()
+            map.drain()
+                .flat_map(|(_, v)| v.into_iter().map(|(_, s)| s))
+                .collect()
         };
         for s in old {
             tokio::spawn(s.quit());
@@ -93,7 +96,8 @@ impl Pool {
         {
             let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             for list in map.values_mut() {
-                let (keep, old): (Vec<_>, Vec<_>) = list.drain(..).partition(|(t, _)| t.elapsed() < POOL_IDLE);
+                let (keep, old): (Vec<_>, Vec<_>) =
+                    list.drain(..).partition(|(t, _)| t.elapsed() < POOL_IDLE);
                 *list = keep;
                 stale.extend(old.into_iter().map(|(_, s)| s));
             }

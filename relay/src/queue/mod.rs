@@ -286,7 +286,11 @@ impl Queue {
             }
             return None;
         }
-        let delay = schedule::backoff(env.attempts, cfg.queue.min_backoff.0, cfg.queue.max_backoff.0);
+        let delay = schedule::backoff(
+            env.attempts,
+            cfg.queue.min_backoff.0,
+            cfg.queue.max_backoff.0,
+        );
         // The final attempt happens at expiry, not later.
         let expiry = env.received_at + cfg.queue.max_lifetime.0.as_secs() as i64;
         env.next_attempt = (t + delay.as_secs().max(1) as i64).min(expiry.max(t + 1));
@@ -311,12 +315,18 @@ impl Queue {
 
     /// Queues one DSN for the failed recipients not yet reported that want one, and marks
     /// them reported. Never for a null sender or a DSN (RFC 5321 §6.1, RFC 3464 §2).
-    async fn bounce(&self, env: &mut Envelope, hostname: &str) -> Result<(), crate::spool::SpoolError> {
+    async fn bounce(
+        &self,
+        env: &mut Envelope,
+        hostname: &str,
+    ) -> Result<(), crate::spool::SpoolError> {
         let quiet = env.mail_from.is_empty() || env.is_bounce;
         let failed: Vec<&Recipient> = env
             .recipients
             .iter()
-            .filter(|r| r.status == RcptStatus::Failed && !r.notified && dsn::wants_failure_notice(r))
+            .filter(|r| {
+                r.status == RcptStatus::Failed && !r.notified && dsn::wants_failure_notice(r)
+            })
             .collect();
         if failed.is_empty() || quiet {
             return Ok(());

@@ -88,7 +88,9 @@ impl Spool {
             .map_err(io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(SpoolError::Locked(root.to_owned())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked(root.to_owned()))
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         spool.lock = Some(std::sync::Arc::new(lock));
@@ -99,7 +101,9 @@ impl Spool {
         let dir = spool.queue_dir();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("msg") && !path.with_extension("env").exists() {
+            if path.extension().and_then(|e| e.to_str()) == Some("msg")
+                && !path.with_extension("env").exists()
+            {
                 let _ = std::fs::remove_file(&path);
             }
         }
@@ -121,7 +125,10 @@ impl Spool {
 
     /// Whether a relay holds this spool's lock (i.e. is running on it).
     pub fn is_in_use(root: &Path) -> bool {
-        let Ok(f) = std::fs::OpenOptions::new().write(true).open(root.join("lock")) else {
+        let Ok(f) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(root.join("lock"))
+        else {
             return false;
         };
         matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
