@@ -188,6 +188,16 @@ impl Hopguard {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// True when `queue list` shows no message (blank, or only its "queue is empty" line;
+    /// per-recipient detail lines are indented under their message's line).
+    pub fn queue_is_empty(&self) -> Result<bool> {
+        let list = self.queue_list()?;
+        Ok(list.lines().all(|l| {
+            let t = l.trim();
+            t.is_empty() || t.eq_ignore_ascii_case("queue is empty")
+        }))
+    }
 }
 
 impl Drop for Hopguard {
@@ -272,6 +282,9 @@ pub struct RelayConfig {
     pub max_backoff: String,
     pub max_lifetime: String,
     pub log_level: String,
+    /// `metrics.listen`; `None` turns the endpoint off (the default config would bind
+    /// 127.0.0.1:9465, shared by every test).
+    pub metrics: Option<SocketAddr>,
     /// Raw YAML appended at the end (e.g. an unknown key).
     pub extra: String,
 }
@@ -333,6 +346,14 @@ impl RelayConfig {
             self.min_backoff, self.max_backoff, self.max_lifetime
         );
         let _ = writeln!(y, "log_level: {}", self.log_level);
+        match self.metrics {
+            Some(m) => {
+                let _ = writeln!(y, "metrics:\n  listen: {}", q(&m.to_string()));
+            }
+            None => {
+                let _ = writeln!(y, "metrics:\n  listen: null");
+            }
+        }
         y.push_str(&self.extra);
         y
     }

@@ -163,6 +163,7 @@ impl World {
             max_backoff: "2s".into(),
             max_lifetime: "5d".into(),
             log_level: "debug".into(),
+            metrics: Some(std::net::SocketAddr::new(self.relay_addr().ip(), 9465)),
             extra: String::new(),
         }
     }
