@@ -111,6 +111,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let dns = Dns::new(&config.dns.resolvers, config.dns.timeout.0)?;
     let shared = SharedConfig::new(loaded);
     let metrics = Arc::new(Metrics::new());
+    declare_peers(&metrics, &config);
     if let Some(addr) = config.metrics.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -124,7 +125,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         shared.clone(),
         spool,
         queue.clone(),
-        metrics,
+        metrics.clone(),
     ));
     let mut bound = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -148,7 +149,10 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&path, &shared, &outbound),
+            _ = hup.recv() => {
+                reload(&path, &shared, &outbound);
+                declare_peers(&metrics, &shared.current());
+            }
             _ = usr1.recv() => queue.rescan(),
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -160,6 +164,27 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// Tells the metrics which charter peers exist (info series, zero-valued counters).
+fn declare_peers(metrics: &Metrics, config: &Config) {
+    let peers: Vec<(String, &str, &str)> = config
+        .peers
+        .iter()
+        .map(|p| {
+            let inbound = match p.inbound_tls {
+                crate::config::InboundTls::Required => "required",
+                crate::config::InboundTls::Optional => "optional",
+            };
+            let route = p
+                .domains
+                .first()
+                .map(|d| config.route_for(d).tls.as_str())
+                .unwrap_or("verify");
+            (p.name.clone(), inbound, route)
+        })
+        .collect();
+    metrics.init_peers(&peers);
 }
 
 /// SIGHUP: validate the new file completely first; a bad one changes nothing.

@@ -27,6 +27,8 @@ pub mod verify;
 pub mod writer;
 
 #[cfg(test)]
+mod report_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
@@ -64,12 +66,11 @@ pub enum AuditError {
         #[source]
         source: ed25519_dalek::pkcs8::spki::Error,
     },
-    #[error("{}: the Message-ID key must be at least {min} hex digits (got {got})", path.display())]
-    MessageIdKey {
-        path: PathBuf,
-        min: usize,
-        got: usize,
-    },
+    #[error(
+        "{}: the Message-ID key file must hold only hex digits, at least {min} of them",
+        path.display()
+    )]
+    MessageIdKey { path: PathBuf, min: usize },
     #[error("{}: refusing to overwrite an existing key file", .0.display())]
     KeyExists(PathBuf),
     #[error("invalid audit configuration: {0}")]
@@ -88,6 +89,8 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
     #[error("the audit writer has stopped")]
     Stopped,
+    #[error("cannot start the audit writer thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("the audit writer failed: {0}")]
     Failed(Arc<AuditError>),
 }

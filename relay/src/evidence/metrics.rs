@@ -30,7 +30,21 @@ pub struct Attempt {
     pub peer: String,
     pub policy: String,
     pub tls: String,
+    /// The verification method actually applied (`VerifyMethod`): `none` = not authenticated.
+    pub verify: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerInfo {
+    pub peer: String,
+    pub inbound_tls: String,
+    pub route_tls: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfo {
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +69,10 @@ pub struct Metrics {
     pub queue_messages: Family<PeerOnly, Gauge>,
     pub queue_oldest_age: Family<PeerOnly, FloatGauge>,
     pub delivery_latency: Family<PeerOnly, Histogram>,
+    pub peer_info: Family<PeerInfo, Gauge>,
+    pub build_info: Family<BuildInfo, Gauge>,
+    pub start_time: FloatGauge,
+    known_peers: std::sync::Mutex<Vec<String>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -85,6 +103,10 @@ impl Metrics {
             queue_messages: Family::default(),
             queue_oldest_age: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
+            peer_info: Family::default(),
+            build_info: Family::default(),
+            start_time: FloatGauge::default(),
+            known_peers: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
         // prometheus-client appends `_total` to counters itself.
@@ -128,7 +150,42 @@ impl Metrics {
             Unit::Seconds,
             m.delivery_latency.clone(),
         );
+        r.register("charter_peer_info", "One series per configured charter peer (value 1) with its inbound and outbound TLS settings", m.peer_info.clone());
+        r.register("build_info", "hopguard version (value 1)", m.build_info.clone());
+        r.register_with_unit("start_time", "Unix time the relay process started (counters reset then)", Unit::Seconds, m.start_time.clone());
+        m.build_info
+            .get_or_create(&BuildInfo { version: env!("CARGO_PKG_VERSION").to_string() })
+            .set(1);
+        m.start_time.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         Self { registry: r, ..m }
+    }
+
+    /// Declares the configured charter peers (at start and on reload): their info series, and
+    /// zero-valued series for the non-compliance counters so that `rate()` sees the first
+    /// increment. `peers` = (name, inbound_tls, route_tls).
+    pub fn init_peers(&self, peers: &[(String, &str, &str)]) {
+        self.peer_info.clear();
+        for (name, inbound, route) in peers {
+            self.peer_info
+                .get_or_create(&PeerInfo { peer: name.clone(), inbound_tls: inbound.to_string(), route_tls: route.to_string() })
+                .set(1);
+            let p = PeerOnly { peer: name.clone() };
+            let _ = self.plaintext_deliveries.get_or_create(&p);
+            let _ = self.inbound_starttls_required.get_or_create(&p);
+            let _ = self.inbound_messages.get_or_create(&PeerTls { peer: name.clone(), tls: "none".into() });
+            let _ = self.queue_messages.get_or_create(&p);
+            let _ = self.queue_oldest_age.get_or_create(&p);
+            for outcome in ["delivered", "deferred", "bounced"] {
+                let _ = self.outbound_messages.get_or_create(&Attempt {
+                    peer: name.clone(),
+                    policy: "charter".into(),
+                    tls: "none".into(),
+                    verify: "none".into(),
+                    outcome: outcome.into(),
+                });
+            }
+        }
+        *self.known_peers.lock().unwrap_or_else(|p| p.into_inner()) = peers.iter().map(|p| p.0.clone()).collect();
     }
 
     /// Records one hop.
@@ -165,6 +222,7 @@ impl Metrics {
                     peer: peer.clone(),
                     policy: h.policy.map(|p| p.as_str()).unwrap_or("none").to_string(),
                     tls: tls.clone(),
+                    verify: h.verification.as_str().to_string(),
                     outcome: h.outcome.as_str().to_string(),
                 };
                 self.outbound_attempts.get_or_create(&labels).inc();
@@ -194,12 +252,13 @@ impl Metrics {
     }
 
     /// One message result for a destination (delivered, deferred or bounced).
-    pub fn message_result(&self, peer: &str, policy: &str, tls: &str, outcome: Outcome) {
+    pub fn message_result(&self, peer: &str, policy: &str, tls: &str, verify: &str, outcome: Outcome) {
         self.outbound_messages
             .get_or_create(&Attempt {
                 peer: peer.to_string(),
                 policy: policy.to_string(),
                 tls: tls.to_string(),
+                verify: verify.to_string(),
                 outcome: outcome.as_str().to_string(),
             })
             .inc();
@@ -218,6 +277,11 @@ impl Metrics {
     pub fn set_queue(&self, per_peer: &[(String, i64, f64)]) {
         self.queue_messages.clear();
         self.queue_oldest_age.clear();
+        // Configured peers with an empty queue read 0, not "no data".
+        for name in self.known_peers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            self.queue_messages.get_or_create(&PeerOnly { peer: name.clone() }).set(0);
+            self.queue_oldest_age.get_or_create(&PeerOnly { peer: name.clone() }).set(0.0);
+        }
         for (peer, n, age) in per_peer {
             self.queue_messages
                 .get_or_create(&PeerOnly { peer: peer.clone() })
@@ -279,12 +343,62 @@ mod tests {
         let text = m.encode();
         for want in [
             r#"hopguard_inbound_messages_total{peer="peer-a",tls="TLSv1.3"} 1"#,
-            r#"hopguard_outbound_attempts_total{peer="peer-a",policy="charter",tls="TLSv1.3",outcome="delivered"} 1"#,
+            r#"hopguard_outbound_attempts_total{peer="peer-a",policy="charter",tls="TLSv1.3",verify="pkix",outcome="delivered"} 1"#,
             r#"hopguard_plaintext_deliveries_total{peer="peer-a"} 1"#,
             r#"hopguard_tls_failures_total{peer="peer-a",direction="outbound",reason="starttls-not-supported"} 1"#,
             r#"hopguard_delivery_latency_seconds_count{peer="peer-a"} 2"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+    }
+
+    #[test]
+    fn zero_series_exist_for_configured_peers() {
+        let m = Metrics::new();
+        m.init_peers(&[("peer-a".into(), "required", "verify")]);
+        m.set_queue(&[]);
+        let text = m.encode();
+        for want in [
+            r#"hopguard_charter_peer_info{peer="peer-a",inbound_tls="required",route_tls="verify"} 1"#,
+            r#"hopguard_plaintext_deliveries_total{peer="peer-a"} 0"#,
+            r#"hopguard_inbound_messages_total{peer="peer-a",tls="none"} 0"#,
+            r#"hopguard_queue_messages{peer="peer-a"} 0"#,
+            "hopguard_build_info{version=",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    /// docs/metrics.md's "Exported metrics" table lists exactly the registered families.
+    #[test]
+    fn docs_list_every_metric() {
+        let m = Metrics::new();
+        // Families without a series are not printed: give every family one.
+        m.init_peers(&[("peer-a".into(), "required", "verify")]);
+        m.session_ended("peer-a", "none");
+        let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
+        failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);
+        m.record(&failed);
+        m.record(&hop(Direction::Outbound, Outcome::Delivered, true));
+        let registered: std::collections::BTreeSet<String> = m
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect();
+        let doc = include_str!("../../../docs/metrics.md");
+        let table = doc
+            .split("## Exported metrics")
+            .nth(1)
+            .and_then(|rest| rest.split("\n### ").next())
+            .unwrap_or_default();
+        let documented: std::collections::BTreeSet<String> = table
+            .lines()
+            .filter(|l| l.starts_with("| `hopguard_"))
+            .filter_map(|l| l.split('|').nth(2))
+            .map(|c| c.trim().trim_matches('`').to_string())
+            .collect();
+        assert_eq!(registered, documented, "docs/metrics.md table vs registry");
     }
 }

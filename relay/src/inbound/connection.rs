@@ -440,8 +440,7 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Commits the message; `250` only with the `Committed` receipt in hand.
 async fn commit(inc: Incoming, session: &Session, ctx: &InboundContext) -> Reply {
-    let now = chrono::Utc::now().timestamp();
-    let Some(env) = session.envelope(now) else {
+    let Some(env) = session.envelope(chrono::Utc::now()) else {
         return Reply::spool_failure();
     };
     match inc.commit(env.clone()).await {

@@ -377,13 +377,15 @@ impl Session {
     }
 
     /// The envelope to commit for the current transaction.
-    pub fn envelope(&self, now: i64) -> Option<Envelope> {
+    pub fn envelope(&self, now: chrono::DateTime<chrono::Utc>) -> Option<Envelope> {
+        let (now_ms, now) = (now.timestamp_millis(), now.timestamp());
         let txn = self.txn.as_ref()?;
         Some(Envelope {
             version: ENVELOPE_VERSION,
             id: String::new(),
             node_id: self.config.node_id().to_string(),
             received_at: now,
+            received_ms: now_ms,
             client_ip: self.client_ip.to_string(),
             helo: self.helo().to_string(),
             peer: self.peer.clone(),

@@ -110,6 +110,16 @@ pub struct HopSecurity {
     pub tls: Option<HopTls>,
 }
 
+impl HopSecurity {
+    /// How the certificate was authenticated on this hop (`none` without TLS).
+    pub fn verify_method(&self) -> hopguard_policy::VerifyMethod {
+        match self.tls {
+            Some(_) => self.required.verify_method(),
+            None => hopguard_policy::VerifyMethod::None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct HopTls {
     pub version: String,

@@ -303,6 +303,7 @@ impl Outbound {
             &Self::peer_label(loaded, domain),
             last_hop.policy.map(|p| p.as_str()).unwrap_or("none"),
             last_hop.tls.as_deref().unwrap_or("none"),
+            last_hop.verify.map(|v| v.as_str()).unwrap_or("none"),
             outcome,
         );
         results
@@ -518,11 +519,7 @@ impl Outbound {
                 cert_sha256: t.cert_sha256.clone(),
                 spki_sha256: t.spki_sha256.clone(),
             }),
-            verification: if s.security().tls.is_some() {
-                s.security().required.verify_method()
-            } else {
-                hopguard_policy::VerifyMethod::None
-            },
+            verification: s.security().verify_method(),
             policy: s.source,
             outcome,
             result_type: None,
@@ -530,7 +527,7 @@ impl Outbound {
             queue_id: Some(env.id.clone()),
             size: Some(env.size),
             recipients: rcpts.len(),
-            latency: Some((chrono::Utc::now().timestamp() - env.received_at).max(0) as f64),
+            latency: Some(env.age_seconds(chrono::Utc::now())),
         });
         Ok(out)
     }
@@ -541,12 +538,14 @@ impl Outbound {
 struct LastHop {
     policy: Option<PolicySource>,
     tls: Option<String>,
+    verify: Option<hopguard_policy::VerifyMethod>,
 }
 
 impl LastHop {
     fn set(&mut self, s: &Session) {
         self.policy = s.source;
         self.tls = s.security().tls.as_ref().map(|t| t.version.clone());
+        self.verify = Some(s.security().verify_method());
     }
 }
 

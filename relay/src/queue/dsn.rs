@@ -160,6 +160,7 @@ mod tests {
             id: "0123456789ABC0001".into(),
             node_id: "relay".into(),
             received_at: 1_700_000_000,
+            received_ms: 0,
             client_ip: "127.0.0.1".into(),
             helo: "client".into(),
             peer: None,

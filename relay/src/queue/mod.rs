@@ -347,6 +347,7 @@ impl Queue {
             id: String::new(),
             node_id: env.node_id.clone(),
             received_at: t,
+            received_ms: chrono::Utc::now().timestamp_millis(),
             client_ip: "127.0.0.1".into(),
             helo: hostname.to_string(),
             peer: None,

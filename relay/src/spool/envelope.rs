@@ -80,6 +80,9 @@ pub struct Envelope {
     pub node_id: String,
     /// Unix seconds when the `250` was sent.
     pub received_at: i64,
+    /// The same instant in milliseconds (0 in envelopes written before it existed).
+    #[serde(default)]
+    pub received_ms: i64,
     pub client_ip: String,
     pub helo: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,15 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// Seconds since acceptance, with millisecond precision when known.
+    pub fn age_seconds(&self, now: chrono::DateTime<chrono::Utc>) -> f64 {
+        if self.received_ms > 0 {
+            (now.timestamp_millis() - self.received_ms).max(0) as f64 / 1000.0
+        } else {
+            (now.timestamp() - self.received_at).max(0) as f64
+        }
+    }
+
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
         self.recipients
             .iter()

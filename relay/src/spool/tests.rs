@@ -6,6 +6,7 @@ fn env() -> Envelope {
         id: String::new(),
         node_id: "n".into(),
         received_at: 1,
+        received_ms: 0,
         client_ip: "127.0.0.1".into(),
         helo: "c".into(),
         peer: None,
