@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "$0" "$@"
 fi
 
-PACKAGES=(postfix swaks libnet-ssleay-perl nsd unbound ldnsutils nginx openssl ca-certificates strace procps bsdutils)
+PACKAGES=(postfix swaks libnet-ssleay-perl nsd unbound ldnsutils nginx openssl ca-certificates strace procps bsdutils prometheus python3)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +32,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== dashboards and Prometheus rules"
+bash dashboards/check.sh
 echo "== build"
 cargo build -p hopguard --bin hopguard
 export HOPGUARD_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/hopguard"

@@ -6,6 +6,7 @@
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
 //! - [`hopguard`]: the relay under test as a child process, and its YAML config.
+//! - [`prometheus`]: a real Prometheus scraping the relay with hopguard's rules loaded.
 //! - [`smtp_client`]: swaks (the user's client) and a raw byte-exact SMTP/STARTTLS client.
 //! - [`mail`]: reading headers out of received messages.
 //! - [`world`]: the standard scene of the relay tests (CA, DNS, TLS and plain peers).
@@ -19,6 +20,7 @@ pub mod hopguard;
 pub mod mail;
 pub mod net;
 pub mod postfix;
+pub mod prometheus;
 pub mod smtp_client;
 pub mod world;
 
