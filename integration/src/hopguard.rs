@@ -67,12 +67,19 @@ pub struct Hopguard {
     config: PathBuf,
     listen: SocketAddr,
     child: Option<Child>,
+    /// A command the relay runs under (e.g. strace), its arguments before the binary.
+    wrapper: Vec<String>,
 }
 
 impl Hopguard {
     /// Writes `dir/hopguard.yaml`, spawns the relay with stdout+stderr appended to
     /// `dir/hopguard.log`, and returns once the first listener accepts connections.
     pub fn start(dir: &Path, yaml: &str) -> Result<Self> {
+        Self::start_wrapped(dir, yaml, &[])
+    }
+
+    /// Like `start`, with the relay running under `wrapper` (program and its arguments).
+    pub fn start_wrapped(dir: &Path, yaml: &str, wrapper: &[&str]) -> Result<Self> {
         let listen = listen_addr_from_yaml(yaml)?;
         std::fs::create_dir_all(dir)?;
         let config = dir.join("hopguard.yaml");
@@ -83,6 +90,7 @@ impl Hopguard {
             config,
             listen,
             child: None,
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         hg.spawn()?;
         Ok(hg)
@@ -93,7 +101,15 @@ impl Hopguard {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(&self.bin)
+        let mut cmd = match self.wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        let child = cmd
             .arg("run")
             .arg("--config")
             .arg(&self.config)

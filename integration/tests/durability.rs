@@ -1,0 +1,97 @@
+//! The durability contract seen from the outside (FIELD-NOTES: a kill -9 test alone cannot
+//! prove fsync). The relay runs under strace; for one accepted message the system calls must
+//! show, before the `250 ... Queued as ID` is written to the client: the data file and the
+//! envelope fsynced, both renamed into queue/, and the queue directory fsynced.
+
+use anyhow::{ensure, Context, Result};
+use hopguard_integration::smtp_client::SwaksMail;
+use hopguard_integration::world::{marker, World, TLS_PEER};
+use hopguard_integration::Hopguard;
+
+#[test]
+fn fsync_and_rename_happen_before_the_250() -> Result<()> {
+    let w = World::start()?;
+    let cfg = w.relay_config(); // inbound.tls: optional, so the 250 is visible in plaintext
+    std::fs::create_dir_all(&cfg.spool_dir)?;
+    let dir = w.dir.sub("hopguard")?;
+    let trace = dir.join("strace.txt");
+    let trace_s = trace.display().to_string();
+    let hg = Hopguard::start_wrapped(
+        &dir,
+        &cfg.to_yaml(),
+        &[
+            "strace",
+            "-f",
+            "-y",
+            "-qq",
+            "-s",
+            "200",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,write,sendto",
+            "-o",
+            &trace_s,
+        ],
+    )?;
+    let out = SwaksMail {
+        server: w.relay_addr(),
+        source: Some(w.addrs.client),
+        from: "sender@origin.test",
+        to: &format!("u@{TLS_PEER}"),
+        tls: false,
+        marker: &marker("durability"),
+    }
+    .send()?;
+    ensure!(out.success(), "submission failed:\n{}", out.output);
+    let id = out
+        .output
+        .lines()
+        .find_map(|l| l.split("Queued as ").nth(1))
+        .map(|s| s.trim().to_string())
+        .context("no queue id in the 250 reply")?;
+    drop(hg); // SIGKILL; strace has written every line up to the 250
+    let text = std::fs::read_to_string(&trace)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
+        lines
+            .iter()
+            .position(|l| pred(l))
+            .with_context(|| format!("no {what} in the trace:\n{text}"))
+    };
+    let reply = pos("write of the 250", &|l| {
+        (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
+    })?;
+    let msg_sync = pos("fsync of the data file", &|l| {
+        l.contains("fsync(") && l.contains(&format!("{id}.msg>"))
+    })?;
+    let env_sync = pos("fsync of the envelope", &|l| {
+        l.contains("fsync(") && l.contains(&format!("tmp/{id}.env>"))
+    })?;
+    let msg_rename = pos("rename of the data file", &|l| {
+        l.contains("rename") && l.contains(&format!("queue/{id}.msg"))
+    })?;
+    let env_rename = pos("rename of the envelope", &|l| {
+        l.contains("rename") && l.contains(&format!("queue/{id}.env"))
+    })?;
+    let dir_sync = lines
+        .iter()
+        .enumerate()
+        .skip(env_rename)
+        .position(|(_, l)| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"))
+        .map(|p| p + env_rename)
+        .with_context(|| format!("no fsync of the queue directory after the rename:\n{text}"))?;
+    ensure!(msg_sync < msg_rename, "data fsynced after its rename");
+    ensure!(env_sync < env_rename, "envelope fsynced after its rename");
+    ensure!(
+        msg_rename < env_rename,
+        "the envelope (commit point) must be renamed last"
+    );
+    ensure!(
+        dir_sync < reply,
+        "250 sent before the queue directory was fsynced:\n{text}"
+    );
+    ensure!(
+        env_rename < reply && msg_sync < reply && env_sync < reply,
+        "250 before the commit:\n{text}"
+    );
+    Ok(())
+}
