@@ -39,6 +39,32 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The hop audit log: make keys, verify a copy of the log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Build a regulator report from the audit log alone.
+    Report {
+        /// The audit log directory (or a copy of it).
+        #[arg(long)]
+        audit: PathBuf,
+        /// First day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), inclusive.
+        #[arg(long)]
+        to: String,
+        /// json, csv or html.
+        #[arg(long, default_value = "html")]
+        format: String,
+        /// The node's public key: also verify the checkpoint signatures of the period.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Inspect and act on the queue (works whether or not the relay is running).
     Queue {
         #[command(subcommand)]
@@ -52,6 +78,19 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate a config file: prints the first error with its place in the file.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Write a new Ed25519 key pair (audit-key.pem, audit-key.pub.pem) and a Message-ID hash key
+    /// into DIR; never overwrites.
+    Keygen { dir: PathBuf },
+    /// Check the hash chain and checkpoint signatures; names the first bad record.
+    Verify {
+        dir: PathBuf,
+        #[arg(long)]
+        pubkey: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +113,31 @@ pub fn main() -> std::process::ExitCode {
             command: ConfigCommand::Check { file },
         } => check(&file),
         Command::Queue { command, config } => queue(command, config.as_deref()),
+        Command::Audit {
+            command: AuditCommand::Keygen { dir },
+        } => crate::audit::cli::cmd_keygen(&dir),
+        Command::Audit {
+            command: AuditCommand::Verify { dir, pubkey },
+        } => match crate::audit::cli::cmd_verify(&dir, &pubkey) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Report {
+            audit,
+            from,
+            to,
+            format,
+            pubkey,
+            out,
+        } => crate::audit::cli::cmd_report(
+            &audit,
+            &from,
+            &to,
+            &format,
+            pubkey.as_deref(),
+            out.as_deref(),
+        ),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -112,6 +176,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let shared = SharedConfig::new(loaded);
     let metrics = Arc::new(Metrics::new());
     declare_peers(&metrics, &config);
+    let evidence = Arc::new(start_evidence(&config, metrics.clone())?);
     if let Some(addr) = config.metrics.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -119,13 +184,13 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         info!(address = %addr, "metrics endpoint listening");
         tokio::spawn(crate::evidence::http::serve(l, metrics.clone()));
     }
-    let outbound = Arc::new(Outbound::new(dns, spool.clone(), metrics.clone()));
+    let outbound = Arc::new(Outbound::new(dns, spool.clone(), evidence.clone()));
     let queue = Queue::start(shared.clone(), spool.clone(), outbound.clone());
     let ctx = Arc::new(InboundContext::new(
         shared.clone(),
         spool,
         queue.clone(),
-        metrics.clone(),
+        evidence.clone(),
     ));
     let mut bound = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -141,6 +206,22 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_file.display()))?;
     info!(node = config.node_id(), "hopguard started");
+
+    if let Some(audit) = evidence.audit().cloned() {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            let mut seen = 0;
+            loop {
+                m.audit_healthy.set(i64::from(audit.healthy()));
+                let dropped = audit.dropped();
+                if dropped > seen {
+                    m.audit_dropped.inc_by(dropped - seen);
+                    seen = dropped;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+    }
 
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
@@ -162,8 +243,44 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     for b in bound {
         b.abort();
     }
+    if let Some(audit) = evidence.audit().cloned() {
+        if let Err(e) = audit.shutdown().await {
+            error!(error = %e, "audit log shutdown failed");
+        }
+    }
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
+}
+
+/// Metrics plus, when configured, the hop audit log. A damaged audit log stops the start:
+/// the operator must verify it before the chain continues.
+fn start_evidence(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<crate::evidence::Evidence> {
+    let Some(a) = &config.audit else {
+        return Ok(crate::evidence::Evidence::new(metrics, None, false, None));
+    };
+    let signing_key = crate::audit::load_signing_key(&a.key_file)?;
+    let handle = crate::audit::AuditLog::start(crate::audit::AuditConfig {
+        dir: a.dir.clone(),
+        node_id: config.node_id().to_string(),
+        signing_key,
+        checkpoint_every: a.checkpoint_every,
+        capacity: crate::config::defaults::AUDIT_CAPACITY,
+    })
+    .with_context(|| format!("audit log in {}", a.dir.display()))?;
+    let mid_key = match &a.message_id_key_file {
+        Some(p) => Some(crate::audit::load_message_id_key(p)?),
+        None => None,
+    };
+    info!(dir = %a.dir.display(), strict = a.strict, "audit log open");
+    Ok(crate::evidence::Evidence::new(
+        metrics,
+        Some(handle),
+        a.strict,
+        mid_key,
+    ))
 }
 
 /// Tells the metrics which charter peers exist (info series, zero-valued counters).

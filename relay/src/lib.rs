@@ -12,7 +12,6 @@
 
 #![forbid(unsafe_code)]
 
-#[cfg(not(hopguard_no_audit))]
 pub mod audit;
 pub mod cli;
 pub mod config;

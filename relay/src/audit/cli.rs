@@ -19,8 +19,14 @@ use super::AuditError;
 pub fn cmd_keygen(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (private, public) = keys::generate_keypair(dir)?;
-    println!("audit signing key:   {} (keep on this node, mode 0600)", private.display());
-    println!("audit public key:    {} (give to verifiers)", public.display());
+    println!(
+        "audit signing key:   {} (keep on this node, mode 0600)",
+        private.display()
+    );
+    println!(
+        "audit public key:    {} (give to verifiers)",
+        public.display()
+    );
     match keys::generate_message_id_key(dir) {
         Ok(path) => println!(
             "Message-ID hash key: {} (keep secret; needed to look up a Message-ID)",
@@ -43,7 +49,7 @@ pub fn cmd_verify(dir: &Path, pubkey: &Path) -> anyhow::Result<bool> {
         bail!("{}: not a directory", dir.display());
     }
     let result = verify(dir, &key);
-    println!("{}: {result}", dir.display());
+    print!("{}: {result}", dir.display());
     Ok(result.is_ok())
 }
 
@@ -71,15 +77,22 @@ pub fn cmd_report(
     }
     let key = pubkey.map(keys::load_verifying_key).transpose()?;
     let built = report(audit_dir, from_day, to_day, key.as_ref());
-    let text = match format {
+    let mut text = match format {
         "json" => render_json(&built)?,
         "csv" => render_csv(&built),
         _ => render_html(&built),
     };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
     if !built.verification.is_ok() {
         eprintln!(
             "warning: the audit log for this period does not verify: {}",
-            built.verification.failure.as_ref().map_or_else(String::new, |f| f.to_string())
+            built
+                .verification
+                .failure
+                .as_ref()
+                .map_or_else(String::new, |f| f.to_string())
         );
     }
     match out {

@@ -5,8 +5,8 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::pkcs8::LineEnding;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::AuditError;
@@ -69,12 +69,12 @@ pub fn generate_keypair(dir: &Path) -> Result<(PathBuf, PathBuf), AuditError> {
         }
     }
     let key = SigningKey::from_bytes(&urandom32()?);
-    let private_pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|source| AuditError::PrivateKey {
-            path: private.clone(),
-            source,
-        })?;
+    let private_pem =
+        key.to_pkcs8_pem(LineEnding::LF)
+            .map_err(|source| AuditError::PrivateKey {
+                path: private.clone(),
+                source,
+            })?;
     let public_pem = key
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
@@ -90,7 +90,10 @@ pub fn generate_keypair(dir: &Path) -> Result<(PathBuf, PathBuf), AuditError> {
 /// Loads the node's checkpoint signing key (PKCS#8 PEM).
 pub fn load_signing_key(path: &Path) -> Result<SigningKey, AuditError> {
     let pem = fs::read_to_string(path).map_err(io_err(path))?;
-    let mode = fs::metadata(path).map_err(io_err(path))?.permissions().mode();
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode();
     if mode & 0o004 != 0 {
         tracing::warn!(path = %path.display(), "the audit signing key is world-readable");
     }

@@ -152,10 +152,15 @@ pub fn render_html(report: &Report) -> String {
     bars(&mut h, report, |s| s.share_encrypted);
     h.push_str("<h2>Share of delivered messages authenticated (outbound)</h2>\n");
     bars(&mut h, report, |s| s.share_authenticated);
-    breakdown(&mut h, report, "Authentication method (outbound delivered)", |s| {
-        &s.by_method
+    breakdown(
+        &mut h,
+        report,
+        "Authentication method (outbound delivered)",
+        |s| &s.by_method,
+    );
+    breakdown(&mut h, report, "TLS versions (hop events)", |s| {
+        &s.tls_versions
     });
-    breakdown(&mut h, report, "TLS versions (hop events)", |s| &s.tls_versions);
     breakdown(&mut h, report, "Failures by RFC 8460 result type", |s| {
         &s.failures
     });
@@ -173,7 +178,10 @@ fn verdict(h: &mut String, report: &Report) {
     let (class, headline) = if v.is_ok() {
         ("ok", format!("Audit log verified: {}", v.mode()))
     } else {
-        ("fail", format!("Audit log verification FAILED ({})", v.mode()))
+        (
+            "fail",
+            format!("Audit log verification FAILED ({})", v.mode()),
+        )
     };
     let _ = write!(
         h,

@@ -162,7 +162,10 @@ impl Builder {
         }
         if hop.direction == Direction::Outbound && hop.outcome == Outcome::Delivered {
             let method = hop.verification;
-            *stats.by_method.entry(method.as_str().to_owned()).or_default() += 1;
+            *stats
+                .by_method
+                .entry(method.as_str().to_owned())
+                .or_default() += 1;
             if method.authenticated() {
                 stats.authenticated += 1;
             }

@@ -31,7 +31,12 @@ fn known_log(dir: &Path) {
             h
         },
         {
-            let mut h = plain(hop("2025-03-01T12:05:00Z", Inbound, "orange", Outcome::Refused));
+            let mut h = plain(hop(
+                "2025-03-01T12:05:00Z",
+                Inbound,
+                "orange",
+                Outcome::Refused,
+            ));
             h.reply_code = Some(530);
             h.queue_id = None;
             h.remote_host = "<evil>".into();
@@ -50,8 +55,18 @@ fn known_log(dir: &Path) {
             h.reply_code = None;
             h
         },
-        plain(hop("2025-03-01T12:10:00Z", Outbound, "other", Outcome::Delivered)),
-        plain(hop("2025-03-01T12:01:00Z", Inbound, "other", Outcome::Accepted)),
+        plain(hop(
+            "2025-03-01T12:10:00Z",
+            Outbound,
+            "other",
+            Outcome::Delivered,
+        )),
+        plain(hop(
+            "2025-03-01T12:01:00Z",
+            Inbound,
+            "other",
+            Outcome::Accepted,
+        )),
     ];
     let mut w = AuditWriter::open(&config(dir, 4), at("2025-03-01T11:00:00Z")).expect("open");
     for h in &hops {
@@ -87,14 +102,20 @@ fn report_counts_shares_and_plaintext_hops() {
         ]
     );
     let oin = &r.peers[0];
-    assert_eq!((oin.hop_events, oin.messages, oin.encrypted, oin.plaintext), (3, 2, 2, 1));
+    assert_eq!(
+        (oin.hop_events, oin.messages, oin.encrypted, oin.plaintext),
+        (3, 2, 2, 1)
+    );
     assert_eq!(oin.share_encrypted, Some(2.0 / 3.0));
     assert_eq!(oin.share_authenticated, None);
     assert_eq!(oin.tls_versions.get("TLSv1.2"), Some(&1));
     assert_eq!(oin.tls_versions.get("none"), Some(&1));
     let oout = &r.peers[1];
     assert_eq!((oout.hop_events, oout.messages, oout.encrypted), (3, 2, 3));
-    assert_eq!((oout.authenticated, oout.share_authenticated), (2, Some(1.0)));
+    assert_eq!(
+        (oout.authenticated, oout.share_authenticated),
+        (2, Some(1.0))
+    );
     assert_eq!(oout.by_method.get("dane-ee"), Some(&1));
     assert_eq!(oout.by_method.get("mta-sts"), Some(&1));
     assert_eq!(oout.failures.get("certificate-expired"), Some(&1));
@@ -153,8 +174,14 @@ fn html_is_self_contained_and_states_the_verification() {
     assert!(html.contains("2025-03-01 to 2025-03-01"));
     assert!(html.contains("mx1.example.net"));
     assert!(html.contains("<svg"));
-    assert!(html.contains("class=\"charter\""), "charter plaintext hop flagged");
-    assert!(html.contains("&lt;evil&gt;") && !html.contains("<evil>"), "escaped");
+    assert!(
+        html.contains("class=\"charter\""),
+        "charter plaintext hop flagged"
+    );
+    assert!(
+        html.contains("&lt;evil&gt;") && !html.contains("<evil>"),
+        "escaped"
+    );
 
     let json = render_json(&r).expect("json");
     let value: serde_json::Value = serde_json::from_str(&json).expect("valid json");
@@ -179,4 +206,30 @@ fn report_without_key_is_chain_only_and_a_tampered_period_is_flagged() {
     assert_eq!(failure.line, Some(2));
     assert!(render_html(&r).contains("verification FAILED"));
     assert!(render_csv(&r).lines().nth(1).expect("row").ends_with(",no"));
+}
+
+#[test]
+fn a_hop_written_after_midnight_counts_for_its_own_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w =
+        AuditWriter::open(&config(dir.path(), 10), at("2025-03-01T23:00:00Z")).expect("open");
+    let h = hop(
+        "2025-03-01T23:59:59.900Z",
+        Direction::Outbound,
+        "orange",
+        Outcome::Delivered,
+    );
+    w.append(&h, at("2025-03-02T00:00:00.100Z"))
+        .expect("append");
+    w.close(at("2025-03-02T00:00:01Z")).expect("close");
+    let r = report(dir.path(), day(1), day(1), Some(&key().verifying_key()));
+    assert!(r.verification.is_ok(), "{}", r.verification);
+    assert_eq!(r.hop_events, 1);
+    assert_eq!(r.verification.files, ["audit-2025-03-02.jsonl"]);
+    let r = report(dir.path(), day(5), day(6), None);
+    assert_eq!(r.hop_events, 0);
+    assert_eq!(
+        r.verification.failure.expect("no files").problem,
+        Problem::NoFiles
+    );
 }

@@ -127,7 +127,10 @@ fn untouched_log_verifies_across_rotation() {
     assert_eq!(report.checkpoints, 2);
     assert_eq!(report.unsigned_tail, 2);
     assert_eq!((report.first_seq, report.last_seq), (Some(1), Some(8)));
-    assert_eq!(report.first_time.as_deref(), Some("2025-03-01T10:00:00.250Z"));
+    assert_eq!(
+        report.first_time.as_deref(),
+        Some("2025-03-01T10:00:00.250Z")
+    );
     assert_eq!(report.nodes, ["mx1.example.net"]);
     assert!(report.to_string().contains("chained but not yet signed"));
 
@@ -145,7 +148,11 @@ fn untouched_log_verifies_across_rotation() {
     assert_eq!(first.prev(), GENESIS_PREV);
     let day2 = lines(&dir.path().join(DAY2));
     let next = Entry::parse(&day2[0]).expect("parse");
-    assert_eq!(next.prev(), line_hash(&day1[5]), "the chain continues across files");
+    assert_eq!(
+        next.prev(),
+        line_hash(&day1[5]),
+        "the chain continues across files"
+    );
 
     let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join(DAY1)), 0o640);
@@ -154,9 +161,14 @@ fn untouched_log_verifies_across_rotation() {
 #[test]
 fn hop_line_format_snapshot() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = AuditWriter::open(&config(dir.path(), 100), at("2025-03-01T09:00:00Z"))
-        .expect("open");
-    let mut h = hop("2025-03-01T10:00:00.250Z", Direction::Inbound, "orange", Outcome::Refused);
+    let mut w =
+        AuditWriter::open(&config(dir.path(), 100), at("2025-03-01T09:00:00Z")).expect("open");
+    let mut h = hop(
+        "2025-03-01T10:00:00.250Z",
+        Direction::Inbound,
+        "orange",
+        Outcome::Refused,
+    );
     h.tls = None;
     h.verification = VerifyMethod::None;
     h.policy = None;
@@ -215,7 +227,10 @@ fn deleted_record_is_detected() {
     });
     let f = failure(dir.path());
     assert_at(&f, DAY1, 2);
-    assert!(f.to_string().contains("edited, deleted or reordered"), "{f}");
+    assert!(
+        f.to_string().contains("edited, deleted or reordered"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -306,14 +321,20 @@ fn resume_after_clean_stop_continues_the_chain() {
     let t = "2025-03-01T10:00:00Z";
     let mut w = AuditWriter::open(&config(dir.path(), 10), at(t)).expect("open");
     for _ in 0..2 {
-        w.append(&hop(t, Direction::Outbound, "orange", Outcome::Delivered), at(t))
-            .expect("append");
+        w.append(
+            &hop(t, Direction::Outbound, "orange", Outcome::Delivered),
+            at(t),
+        )
+        .expect("append");
     }
     w.close(at(t)).expect("close");
     let mut w = AuditWriter::open(&config(dir.path(), 10), at(t)).expect("reopen");
     assert_eq!(w.next_seq(), 4, "2 records + shutdown checkpoint");
-    w.append(&hop(t, Direction::Inbound, "orange", Outcome::Accepted), at(t))
-        .expect("append");
+    w.append(
+        &hop(t, Direction::Inbound, "orange", Outcome::Accepted),
+        at(t),
+    )
+    .expect("append");
     w.close(at(t)).expect("close");
     let report = verify(dir.path(), &key().verifying_key());
     assert!(report.is_ok(), "{report}");
@@ -326,19 +347,28 @@ fn resume_after_crash_signs_the_tail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t = "2025-03-01T10:00:00Z";
     let mut w = AuditWriter::open(&config(dir.path(), 10), at(t)).expect("open");
-    w.append(&hop(t, Direction::Outbound, "orange", Outcome::Delivered), at(t))
-        .expect("append");
+    w.append(
+        &hop(t, Direction::Outbound, "orange", Outcome::Delivered),
+        at(t),
+    )
+    .expect("append");
     w.flush().expect("flush");
     drop(w); // no shutdown checkpoint
     let later = "2025-03-02T08:00:00Z";
     let mut w = AuditWriter::open(&config(dir.path(), 10), at(later)).expect("reopen");
-    w.append(&hop(later, Direction::Outbound, "orange", Outcome::Delivered), at(later))
-        .expect("append");
+    w.append(
+        &hop(later, Direction::Outbound, "orange", Outcome::Delivered),
+        at(later),
+    )
+    .expect("append");
     w.close(at(later)).expect("close");
     let report = verify(dir.path(), &key().verifying_key());
     assert!(report.is_ok(), "{report}");
     assert_eq!(report.files, [DAY1, DAY2], "the new day opened a new file");
-    assert_eq!((report.records, report.checkpoints, report.unsigned_tail), (2, 2, 0));
+    assert_eq!(
+        (report.records, report.checkpoints, report.unsigned_tail),
+        (2, 2, 0)
+    );
 }
 
 #[tokio::test]
@@ -348,7 +378,12 @@ async fn handle_writes_in_the_background_and_shuts_down_cleanly() {
     let clone = handle.clone();
     let now = Utc::now().to_rfc3339();
     for _ in 0..5 {
-        clone.record(&hop(&now, Direction::Outbound, "orange", Outcome::Delivered));
+        clone.record(&hop(
+            &now,
+            Direction::Outbound,
+            "orange",
+            Outcome::Delivered,
+        ));
     }
     assert!(handle.healthy());
     handle.shutdown().await.expect("shutdown");
@@ -357,7 +392,12 @@ async fn handle_writes_in_the_background_and_shuts_down_cleanly() {
     assert_eq!(report.records, 5);
     assert_eq!(report.unsigned_tail, 0);
     // After shutdown the remaining clone can only drop.
-    clone.record(&hop(&now, Direction::Outbound, "orange", Outcome::Delivered));
+    clone.record(&hop(
+        &now,
+        Direction::Outbound,
+        "orange",
+        Outcome::Delivered,
+    ));
     assert_eq!(clone.dropped(), 1);
     assert!(!clone.healthy());
 }
@@ -366,7 +406,10 @@ async fn handle_writes_in_the_background_and_shuts_down_cleanly() {
 fn start_refuses_an_invalid_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = config(dir.path(), 0);
-    assert!(matches!(AuditLog::start(c.clone()), Err(AuditError::Config(_))));
+    assert!(matches!(
+        AuditLog::start(c.clone()),
+        Err(AuditError::Config(_))
+    ));
     c.checkpoint_every = 1;
     c.node_id = "mx 1\n".into();
     assert!(matches!(AuditLog::start(c), Err(AuditError::Config(_))));
@@ -382,7 +425,11 @@ fn message_id_hash_is_keyed_and_normalised() {
     assert_ne!(h, message_id_hash(k2, "<abc.123@Mail.Example.COM>"));
     assert_eq!(h, message_id_hash(k1, "  abc.123@mail.example.com \r\n"));
     assert_eq!(h, message_id_hash(k1, "< abc.123@mail.example.com >"));
-    assert_ne!(h, message_id_hash(k1, "<ABC.123@mail.example.com>"), "local part keeps case");
+    assert_ne!(
+        h,
+        message_id_hash(k1, "<ABC.123@mail.example.com>"),
+        "local part keeps case"
+    );
 }
 
 #[test]
@@ -394,13 +441,127 @@ fn keys_round_trip_with_safe_modes() {
     let signing = load_signing_key(&private).expect("private");
     let verifying = load_verifying_key(&public).expect("public");
     assert_eq!(signing.verifying_key(), verifying);
-    assert!(fs::read_to_string(&private).expect("pem").starts_with("-----BEGIN PRIVATE KEY"));
-    assert!(matches!(generate_keypair(dir.path()), Err(AuditError::KeyExists(_))));
-    assert!(matches!(load_verifying_key(&private), Err(AuditError::PublicKey { .. })));
+    assert!(fs::read_to_string(&private)
+        .expect("pem")
+        .starts_with("-----BEGIN PRIVATE KEY"));
+    assert!(matches!(
+        generate_keypair(dir.path()),
+        Err(AuditError::KeyExists(_))
+    ));
+    assert!(matches!(
+        load_verifying_key(&private),
+        Err(AuditError::PublicKey { .. })
+    ));
 
     let mid = generate_message_id_key(dir.path()).expect("message-id key");
     assert_eq!(mode(&mid), 0o600);
     assert_eq!(load_message_id_key(&mid).expect("load").len(), 32);
     fs::write(&mid, "not hex").expect("write");
-    assert!(matches!(load_message_id_key(&mid), Err(AuditError::MessageIdKey { .. })));
+    assert!(matches!(
+        load_message_id_key(&mid),
+        Err(AuditError::MessageIdKey { .. })
+    ));
+}
+
+#[test]
+fn lines_with_unknown_or_missing_fields_are_invalid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_log(dir.path());
+    let first = String::from_utf8(lines(&dir.path().join(DAY1))[0].clone()).expect("utf8");
+    assert!(Entry::parse(first.as_bytes()).is_ok());
+    let extra = first.replacen("\"recipients\":2", "\"recipients\":2,\"subject\":\"x\"", 1);
+    assert!(Entry::parse(extra.as_bytes()).is_err(), "unknown field");
+    let missing = first.replacen(",\"size\":1234", "", 1);
+    assert_ne!(missing, first);
+    assert!(
+        Entry::parse(missing.as_bytes()).is_err(),
+        "missing nullable field"
+    );
+    let bad_outcome = first.replacen("\"delivered\"", "\"lost\"", 1);
+    assert!(
+        Entry::parse(bad_outcome.as_bytes()).is_err(),
+        "unknown outcome"
+    );
+}
+
+#[test]
+fn idle_writer_rotates_at_midnight_without_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t = "2025-03-01T23:59:00Z";
+    let mut w = AuditWriter::open(&config(dir.path(), 10), at(t)).expect("open");
+    w.append(
+        &hop(t, Direction::Outbound, "orange", Outcome::Delivered),
+        at(t),
+    )
+    .expect("append");
+    w.tick(at("2025-03-02T00:00:01Z")).expect("tick");
+    let report = verify(dir.path(), &key().verifying_key());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!((report.checkpoints, report.unsigned_tail), (1, 0));
+    assert_eq!(
+        report.files,
+        [DAY1],
+        "the next file waits for its first line"
+    );
+    w.append(
+        &hop(t, Direction::Outbound, "orange", Outcome::Delivered),
+        at("2025-03-02T00:00:02Z"),
+    )
+    .expect("append");
+    w.close(at("2025-03-02T00:00:03Z")).expect("close");
+    let report = verify(dir.path(), &key().verifying_key());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.files, [DAY1, DAY2]);
+}
+
+#[test]
+fn cli_commands_keygen_verify_and_report() {
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let logs = tempfile::tempdir().expect("tempdir");
+    cli::cmd_keygen(keys_dir.path()).expect("keygen");
+    let private = keys_dir.path().join(keys::PRIVATE_KEY_FILE);
+    let public = keys_dir.path().join(keys::PUBLIC_KEY_FILE);
+    assert!(keys_dir.path().join(keys::MESSAGE_ID_KEY_FILE).exists());
+    let mut c = config(logs.path(), 2);
+    c.signing_key = load_signing_key(&private).expect("key");
+    let mut w = AuditWriter::open(&c, at("2025-03-01T10:00:00Z")).expect("open");
+    for _ in 0..3 {
+        let h = hop(
+            "2025-03-01T10:00:00Z",
+            Direction::Outbound,
+            "orange",
+            Outcome::Delivered,
+        );
+        w.append(&h, h.time).expect("append");
+    }
+    w.close(at("2025-03-01T10:00:01Z")).expect("close");
+    assert!(cli::cmd_verify(logs.path(), &public).expect("verify"));
+    let out = logs.path().join("report.html");
+    cli::cmd_report(
+        logs.path(),
+        "2025-03-01",
+        "2025-03-01",
+        "html",
+        Some(&public),
+        Some(&out),
+    )
+    .expect("report");
+    assert!(fs::read_to_string(&out)
+        .expect("html")
+        .contains("Audit log verified"));
+    assert!(cli::cmd_report(logs.path(), "2025-03-02", "2025-03-01", "csv", None, None).is_err());
+    assert!(cli::cmd_report(logs.path(), "1 March", "2025-03-01", "csv", None, None).is_err());
+    assert!(cli::cmd_report(logs.path(), "2025-03-01", "2025-03-01", "pdf", None, None).is_err());
+    cli::cmd_report(logs.path(), "2025-03-01", "2025-03-01", "json", None, None).expect("json");
+
+    edit(logs.path().join(DAY1), |ls| {
+        ls.remove(0);
+    });
+    assert!(!cli::cmd_verify(logs.path(), &public).expect("verify runs"));
+}
+
+#[test]
+fn handle_is_clone_send_sync() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<AuditHandle>();
 }

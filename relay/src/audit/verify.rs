@@ -58,6 +58,17 @@ pub enum Problem {
     MissingRotationCheckpoint,
 }
 
+impl Problem {
+    /// A JSON error, positioned by column (the line is known to the caller).
+    pub(crate) fn not_json(e: &serde_json::Error) -> Self {
+        let text = e.to_string();
+        let message = text
+            .rsplit_once(" at line ")
+            .map_or(text.as_str(), |(m, _)| m);
+        Self::NotJson(format!("{message} (column {})", e.column()))
+    }
+}
+
 /// The first bad spot: where, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VerifyFailure {
@@ -160,7 +171,11 @@ impl fmt::Display for VerifyReport {
                      signed)",
                     self.unsigned_tail
                 )?;
-                writeln!(f, "  dropped: {} hop events (reported by the writer)", self.dropped)?;
+                writeln!(
+                    f,
+                    "  dropped: {} hop events (reported by the writer)",
+                    self.dropped
+                )?;
             }
         }
         Ok(())
@@ -253,7 +268,12 @@ impl<'k> Walker<'k> {
     /// Takes the chain state from the last line of the file before the range.
     fn anchor(&mut self, file: &AuditFile) {
         match files::last_line(&file.path) {
-            Err(e) => self.fail_at(Some(&file.name), None, None, Problem::Unreadable(e.to_string())),
+            Err(e) => self.fail_at(
+                Some(&file.name),
+                None,
+                None,
+                Problem::Unreadable(e.to_string()),
+            ),
             Ok(None) => self.fail_at(
                 Some(&file.name),
                 None,
@@ -266,14 +286,19 @@ impl<'k> Walker<'k> {
                     return self.fail_at(name, Some(number), None, Problem::PartialLine);
                 }
                 match Entry::parse(&bytes) {
-                    Err(e) => self.fail_at(name, Some(number), None, Problem::NotJson(e.to_string())),
+                    Err(e) => self.fail_at(name, Some(number), None, Problem::not_json(&e)),
                     Ok(entry) => {
                         self.expect_prev = line_hash(&bytes);
                         self.expect_seq = entry.seq().saturating_add(1);
                         self.previous = Some((file.name.clone(), number));
                         if !is_rotation(&entry) {
                             let seq = Some(entry.seq());
-                            self.fail_at(name, Some(number), seq, Problem::MissingRotationCheckpoint);
+                            self.fail_at(
+                                name,
+                                Some(number),
+                                seq,
+                                Problem::MissingRotationCheckpoint,
+                            );
                         }
                     }
                 }
@@ -307,7 +332,7 @@ impl<'k> Walker<'k> {
             let entry = match Entry::parse(line.bytes) {
                 Ok(entry) => entry,
                 Err(e) => {
-                    self.fail_at(name, Some(number), None, Problem::NotJson(e.to_string()));
+                    self.fail_at(name, Some(number), None, Problem::not_json(&e));
                     last = Some((number, None, false));
                     continue;
                 }
@@ -354,7 +379,12 @@ impl<'k> Walker<'k> {
             return self.fail_at(Some(file), at, seq, problem);
         }
         if DateTime::parse_from_rfc3339(entry.time()).is_err() {
-            return self.fail_at(Some(file), at, seq, Problem::BadTime(entry.time().to_owned()));
+            return self.fail_at(
+                Some(file),
+                at,
+                seq,
+                Problem::BadTime(entry.time().to_owned()),
+            );
         }
         if let Entry::Checkpoint(c) = entry {
             if let Err(problem) = self.check_signature(c) {
@@ -369,9 +399,7 @@ impl<'k> Walker<'k> {
 
     fn check_signature(&self, c: &CheckpointEntry) -> Result<(), Problem> {
         let bytes = hex::decode(&c.sig).map_err(|_| Problem::MalformedSignature)?;
-        let bytes: [u8; 64] = bytes
-            .try_into()
-            .map_err(|_| Problem::MalformedSignature)?;
+        let bytes: [u8; 64] = bytes.try_into().map_err(|_| Problem::MalformedSignature)?;
         let Some((key, id)) = &self.key else {
             return Ok(());
         };

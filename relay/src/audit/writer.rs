@@ -56,7 +56,8 @@ pub struct AuditWriter {
     /// The latest file date in use: files are never reopened for an earlier day.
     last_date: Option<NaiveDate>,
     current: Option<OpenFile>,
-    failed: bool,
+    /// Set by `close` or after a failed write: no further lines.
+    stopped: bool,
 }
 
 impl AuditWriter {
@@ -92,7 +93,7 @@ impl AuditWriter {
             dropped_pending: 0,
             last_date: listed.last().map(|f| f.date),
             current: None,
-            failed: false,
+            stopped: false,
         };
         if let (Some(last), false) = (listed.last(), state.closed) {
             writer.current = Some(open_file(last)?);
@@ -147,7 +148,7 @@ impl AuditWriter {
             .flush()
             .and_then(|()| current.out.get_ref().sync_data());
         if let Err(source) = result {
-            self.failed = true;
+            self.stopped = true;
             return Err(AuditError::Io {
                 path: current.path.clone(),
                 source,
@@ -166,7 +167,7 @@ impl AuditWriter {
         }
         self.flush()?;
         self.current = None;
-        self.failed = true;
+        self.stopped = true;
         Ok(())
     }
 
@@ -181,7 +182,7 @@ impl AuditWriter {
     }
 
     fn usable(&self) -> Result<(), AuditError> {
-        if self.failed {
+        if self.stopped {
             Err(AuditError::Stopped)
         } else {
             Ok(())
@@ -227,7 +228,9 @@ impl AuditWriter {
         let hash = line_hash(&line);
         line.push(b'\n');
         if self.current.is_none() {
-            let date = self.last_date.map_or(now.date_naive(), |d| d.max(now.date_naive()));
+            let date = self
+                .last_date
+                .map_or(now.date_naive(), |d| d.max(now.date_naive()));
             let file = AuditFile {
                 date,
                 path: self.dir.join(files::file_name(date)),
@@ -236,7 +239,7 @@ impl AuditWriter {
             match open_file(&file) {
                 Ok(open) => self.current = Some(open),
                 Err(e) => {
-                    self.failed = true;
+                    self.stopped = true;
                     return Err(e);
                 }
             }
@@ -246,7 +249,7 @@ impl AuditWriter {
             return Err(AuditError::Stopped);
         };
         if let Err(source) = current.out.write_all(&line) {
-            self.failed = true;
+            self.stopped = true;
             return Err(AuditError::Io {
                 path: current.path.clone(),
                 source,
@@ -307,7 +310,7 @@ fn resume_state(listed: &[AuditFile]) -> Result<ChainState, AuditError> {
         if !complete {
             return Err(damaged(Problem::PartialLine));
         }
-        let entry = Entry::parse(&bytes).map_err(|e| damaged(Problem::NotJson(e.to_string())))?;
+        let entry = Entry::parse(&bytes).map_err(|e| damaged(Problem::not_json(&e)))?;
         let (unsigned_tail, closed, last_key_id) = match &entry {
             Entry::Hop(_) => (true, false, None),
             Entry::Checkpoint(c) => (

@@ -47,3 +47,8 @@ pub const METRICS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
     9465,
 );
+
+// Audit log.
+pub const AUDIT_CHECKPOINT_EVERY: u64 = 1000;
+/// Records buffered between the SMTP path and the audit writer before they count as dropped.
+pub const AUDIT_CAPACITY: usize = 10_000;

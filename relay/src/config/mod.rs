@@ -71,6 +71,9 @@ pub struct Config {
     pub queue: Queue,
     #[serde(default)]
     pub metrics: Metrics,
+    /// The tamper-evident hop audit log; absent: no audit log.
+    #[serde(default)]
+    pub audit: Option<Audit>,
     #[serde(default = "default_log_level")]
     pub log_level: String,
 }
@@ -282,6 +285,28 @@ impl Default for Metrics {
             listen: Some(defaults::METRICS_LISTEN),
         }
     }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// Directory of the `audit-YYYY-MM-DD.jsonl` files.
+    pub dir: PathBuf,
+    /// The node's Ed25519 signing key (PKCS#8 PEM; `hopguard audit keygen` makes one).
+    pub key_file: PathBuf,
+    /// A signed checkpoint every N records (also at rotation and shutdown).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// Key of the keyed Message-ID hash; without it no Message-ID hash is recorded.
+    #[serde(default)]
+    pub message_id_key_file: Option<PathBuf>,
+    /// Defer mail (4xx) while the audit sink is unhealthy, instead of relaying unrecorded.
+    #[serde(default)]
+    pub strict: bool,
+}
+
+fn default_checkpoint_every() -> u64 {
+    defaults::AUDIT_CHECKPOINT_EVERY
 }
 
 /// Where a destination's mail goes and how it must be protected.

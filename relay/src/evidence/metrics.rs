@@ -72,6 +72,8 @@ pub struct Metrics {
     pub peer_info: Family<PeerInfo, Gauge>,
     pub build_info: Family<BuildInfo, Gauge>,
     pub start_time: FloatGauge,
+    pub audit_healthy: Gauge,
+    pub audit_dropped: Counter,
     known_peers: std::sync::Mutex<Vec<String>>,
 }
 
@@ -106,6 +108,8 @@ impl Metrics {
             peer_info: Family::default(),
             build_info: Family::default(),
             start_time: FloatGauge::default(),
+            audit_healthy: Gauge::default(),
+            audit_dropped: Counter::default(),
             known_peers: std::sync::Mutex::new(Vec::new()),
             registry: Registry::default(),
         };
@@ -151,12 +155,31 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         r.register("charter_peer_info", "One series per configured charter peer (value 1) with its inbound and outbound TLS settings", m.peer_info.clone());
-        r.register("build_info", "hopguard version (value 1)", m.build_info.clone());
-        r.register_with_unit("start_time", "Unix time the relay process started (counters reset then)", Unit::Seconds, m.start_time.clone());
+        r.register(
+            "build_info",
+            "hopguard version (value 1)",
+            m.build_info.clone(),
+        );
+        r.register_with_unit(
+            "start_time",
+            "Unix time the relay process started (counters reset then)",
+            Unit::Seconds,
+            m.start_time.clone(),
+        );
+        r.register("audit_healthy", "1 while the audit log takes every hop record (or is not configured); 0: records are being dropped — alert", m.audit_healthy.clone());
+        r.register(
+            "audit_dropped",
+            "Hop records the audit log could not take (buffer full or writer failed)",
+            m.audit_dropped.clone(),
+        );
+        m.audit_healthy.set(1);
         m.build_info
-            .get_or_create(&BuildInfo { version: env!("CARGO_PKG_VERSION").to_string() })
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
             .set(1);
-        m.start_time.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        m.start_time
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         Self { registry: r, ..m }
     }
 
@@ -167,12 +190,19 @@ impl Metrics {
         self.peer_info.clear();
         for (name, inbound, route) in peers {
             self.peer_info
-                .get_or_create(&PeerInfo { peer: name.clone(), inbound_tls: inbound.to_string(), route_tls: route.to_string() })
+                .get_or_create(&PeerInfo {
+                    peer: name.clone(),
+                    inbound_tls: inbound.to_string(),
+                    route_tls: route.to_string(),
+                })
                 .set(1);
             let p = PeerOnly { peer: name.clone() };
             let _ = self.plaintext_deliveries.get_or_create(&p);
             let _ = self.inbound_starttls_required.get_or_create(&p);
-            let _ = self.inbound_messages.get_or_create(&PeerTls { peer: name.clone(), tls: "none".into() });
+            let _ = self.inbound_messages.get_or_create(&PeerTls {
+                peer: name.clone(),
+                tls: "none".into(),
+            });
             let _ = self.queue_messages.get_or_create(&p);
             let _ = self.queue_oldest_age.get_or_create(&p);
             for outcome in ["delivered", "deferred", "bounced"] {
@@ -185,7 +215,8 @@ impl Metrics {
                 });
             }
         }
-        *self.known_peers.lock().unwrap_or_else(|p| p.into_inner()) = peers.iter().map(|p| p.0.clone()).collect();
+        *self.known_peers.lock().unwrap_or_else(|p| p.into_inner()) =
+            peers.iter().map(|p| p.0.clone()).collect();
     }
 
     /// Records one hop.
@@ -252,7 +283,14 @@ impl Metrics {
     }
 
     /// One message result for a destination (delivered, deferred or bounced).
-    pub fn message_result(&self, peer: &str, policy: &str, tls: &str, verify: &str, outcome: Outcome) {
+    pub fn message_result(
+        &self,
+        peer: &str,
+        policy: &str,
+        tls: &str,
+        verify: &str,
+        outcome: Outcome,
+    ) {
         self.outbound_messages
             .get_or_create(&Attempt {
                 peer: peer.to_string(),
@@ -278,9 +316,18 @@ impl Metrics {
         self.queue_messages.clear();
         self.queue_oldest_age.clear();
         // Configured peers with an empty queue read 0, not "no data".
-        for name in self.known_peers.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            self.queue_messages.get_or_create(&PeerOnly { peer: name.clone() }).set(0);
-            self.queue_oldest_age.get_or_create(&PeerOnly { peer: name.clone() }).set(0.0);
+        for name in self
+            .known_peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            self.queue_messages
+                .get_or_create(&PeerOnly { peer: name.clone() })
+                .set(0);
+            self.queue_oldest_age
+                .get_or_create(&PeerOnly { peer: name.clone() })
+                .set(0.0);
         }
         for (peer, n, age) in per_peer {
             self.queue_messages

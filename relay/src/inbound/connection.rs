@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::data::{BdatChecker, DataDecoder, DataDefect};
+use super::data::{BdatChecker, DataDecoder, DataDefect, HeaderScan};
 use super::session::{Action, Session, State};
 use super::InboundContext;
 use crate::evidence::{Direction, HopRecord, Outcome, TlsFacts};
@@ -136,7 +136,8 @@ pub async fn handle(
         .tls()
         .map(|t| t.version.clone())
         .unwrap_or_else(|| "none".into());
-    ctx.metrics
+    ctx.evidence
+        .metrics
         .session_ended(session.peer().unwrap_or("other"), &tls);
 }
 
@@ -240,7 +241,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let mut hop = inbound_hop(session, Outcome::Refused);
             hop.result_type = Some(reason);
             hop.reply_code = Some(530);
-            ctx.metrics.record(&hop);
+            ctx.evidence.record(&hop);
         }
         match action {
             Action::Reply(r) => {
@@ -313,8 +314,11 @@ async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
     let mut decoder = DataDecoder::new(cfg.inbound.max_data_line, cfg.inbound.max_message_size);
     let mut out = Vec::with_capacity(SPOOL_FLUSH * 2);
     let mut spool_failed = incoming.is_none();
+    let mut headers = HeaderScan::default();
     loop {
+        let before = out.len();
         let fed = decoder.feed(&conn.rbuf, &mut out);
+        headers.feed(&out[before..]);
         conn.rbuf.drain(..fed.consumed);
         if decoder.defect().is_some() {
             out.clear();
@@ -347,7 +351,7 @@ async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
         Some(DataDefect::TooBig) => Reply::too_big(),
         None if spool_failed => Reply::spool_failure(),
         None => match incoming.take() {
-            Some(inc) => commit(inc, session, ctx).await,
+            Some(inc) => commit(inc, session, ctx, headers.message_id()).await,
             None => Reply::spool_failure(),
         },
     };
@@ -358,6 +362,7 @@ async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
 struct BdatTxn {
     incoming: Option<Incoming>,
     checker: BdatChecker,
+    headers: HeaderScan,
     size: u64,
     too_big: bool,
 }
@@ -377,6 +382,7 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
         *txn = Some(BdatTxn {
             incoming: start_incoming(session, ctx).await,
             checker: BdatChecker::default(),
+            headers: HeaderScan::default(),
             size: 0,
             too_big: false,
         });
@@ -400,6 +406,7 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(t) = txn.as_mut() {
             t.size += n as u64;
             t.checker.feed(&chunk);
+            t.headers.feed(&chunk);
             if t.size > cfg.inbound.max_message_size {
                 t.too_big = true;
                 t.incoming = None;
@@ -430,7 +437,7 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
         Reply::too_big()
     } else {
         match t.incoming {
-            Some(inc) => commit(inc, session, ctx).await,
+            Some(inc) => commit(inc, session, ctx, t.headers.message_id()).await,
             None => Reply::spool_failure(),
         }
     };
@@ -439,10 +446,20 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Commits the message; `250` only with the `Committed` receipt in hand.
-async fn commit(inc: Incoming, session: &Session, ctx: &InboundContext) -> Reply {
-    let Some(env) = session.envelope(chrono::Utc::now()) else {
+async fn commit(
+    inc: Incoming,
+    session: &Session,
+    ctx: &InboundContext,
+    message_id: Option<String>,
+) -> Reply {
+    if !ctx.evidence.may_relay() {
+        // audit.strict: no message moves while its hop cannot be recorded.
+        return Reply::audit_unavailable();
+    }
+    let Some(mut env) = session.envelope(chrono::Utc::now()) else {
         return Reply::spool_failure();
     };
+    env.message_id_hash = message_id.and_then(|m| ctx.evidence.message_id_hash(&m));
     match inc.commit(env.clone()).await {
         Ok(committed) => {
             let id = committed.id().to_string();
@@ -457,8 +474,9 @@ async fn commit(inc: Incoming, session: &Session, ctx: &InboundContext) -> Reply
             let mut hop = inbound_hop(session, Outcome::Accepted);
             hop.queue_id = Some(id.clone());
             hop.size = Some(env.size);
+            hop.message_id_hash = env.message_id_hash.clone();
             hop.reply_code = Some(250);
-            ctx.metrics.record(&hop);
+            ctx.evidence.record(&hop);
             Reply::queued(&id)
         }
         Err(e) => {

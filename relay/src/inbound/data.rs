@@ -170,6 +170,59 @@ impl DataDecoder {
     }
 }
 
+/// Finds the Message-ID in the header section of a message as it streams past (bounded: only
+/// the first 64 KiB are looked at; headers are never kept beyond that).
+#[derive(Debug, Default)]
+pub struct HeaderScan {
+    buf: Vec<u8>,
+    done: bool,
+}
+
+const HEADER_SCAN_MAX: usize = 64 * 1024;
+
+impl HeaderScan {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.done {
+            return;
+        }
+        let room = HEADER_SCAN_MAX.saturating_sub(self.buf.len());
+        self.buf.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            self.buf.truncate(end + 2);
+            self.done = true;
+        } else if self.buf.len() >= HEADER_SCAN_MAX {
+            self.done = true;
+        }
+    }
+
+    /// The first Message-ID header's value (unfolded, trimmed), if any.
+    pub fn message_id(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(&self.buf);
+        let mut lines = text.split("\r\n").peekable();
+        while let Some(line) = lines.next() {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            if !name.trim().eq_ignore_ascii_case("message-id") {
+                continue;
+            }
+            let mut v = value.trim().to_string();
+            while let Some(next) = lines.peek() {
+                if next.starts_with([' ', '\t']) {
+                    v.push(' ');
+                    v.push_str(next.trim());
+                    lines.next();
+                } else {
+                    break;
+                }
+            }
+            let v = v.trim().to_string();
+            return (!v.is_empty()).then_some(v);
+        }
+        None
+    }
+}
+
 /// Checks BDAT chunks (RFC 3030): no dot handling, but the same bare CR/LF rule as DATA.
 #[derive(Debug, Default)]
 pub struct BdatChecker {
@@ -285,6 +338,17 @@ mod tests {
         assert!(fed.done);
         assert_eq!(d.defect(), Some(DataDefect::TooBig));
         assert!(out.len() <= 8);
+    }
+
+    #[test]
+    fn message_id_is_found_in_headers_only() {
+        let mut h = HeaderScan::default();
+        h.feed(b"Received: x\r\nMessage-I");
+        h.feed(b"D:\r\n <abc@example.test>\r\nSubject: s\r\n\r\nMessage-ID: <body@x>\r\n");
+        assert_eq!(h.message_id().as_deref(), Some("<abc@example.test>"));
+        let mut h = HeaderScan::default();
+        h.feed(b"Subject: s\r\n\r\nMessage-ID: <body@x>\r\n");
+        assert_eq!(h.message_id(), None);
     }
 
     #[test]

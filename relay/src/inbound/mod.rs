@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 use crate::config::SharedConfig;
-use crate::evidence::Metrics;
+use crate::evidence::Evidence;
 use crate::queue::QueueHandle;
 use crate::smtp::Reply;
 use crate::spool::Spool;
@@ -25,7 +25,7 @@ pub struct InboundContext {
     pub config: SharedConfig,
     pub spool: Spool,
     pub queue: QueueHandle,
-    pub metrics: Arc<Metrics>,
+    pub evidence: Arc<Evidence>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Arc<Semaphore>,
 }
@@ -35,14 +35,14 @@ impl InboundContext {
         config: SharedConfig,
         spool: Spool,
         queue: QueueHandle,
-        metrics: Arc<Metrics>,
+        evidence: Arc<Evidence>,
     ) -> Self {
         let max = config.current().inbound.max_connections;
         Self {
             config,
             spool,
             queue,
-            metrics,
+            evidence,
             per_ip: Mutex::new(HashMap::new()),
             total: Arc::new(Semaphore::new(max)),
         }

@@ -397,6 +397,7 @@ impl Session {
             ret: txn.ret,
             envid: txn.envid.clone(),
             size: 0,
+            message_id_hash: None,
             recipients: txn.recipients.clone(),
             attempts: 0,
             next_attempt: now,

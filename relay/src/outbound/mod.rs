@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Loaded, OutboundTls as RouteLevel};
 use crate::dns::{Dns, DnsFailure, MxAnswer};
-use crate::evidence::{Direction, HopRecord, Metrics, Outcome, TlsFacts};
+use crate::evidence::{Direction, Evidence, HopRecord, Outcome, TlsFacts};
 use crate::spool::{Envelope, Failure, Recipient, Spool};
 use client::{ClientError, Session, SmtpReply, TxnOutcome};
 
@@ -113,7 +113,7 @@ pub struct Outbound {
     pub dns: Dns,
     pub pool: Pool,
     pub spool: Spool,
-    pub metrics: Arc<Metrics>,
+    pub evidence: Arc<Evidence>,
 }
 
 fn failure(code: u16, status: &str, text: impl Into<String>) -> Failure {
@@ -176,12 +176,12 @@ fn from_client_error(e: &ClientError) -> Failure {
 }
 
 impl Outbound {
-    pub fn new(dns: Dns, spool: Spool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(dns: Dns, spool: Spool, evidence: Arc<Evidence>) -> Self {
         Self {
             dns,
             pool: Pool::default(),
             spool,
-            metrics,
+            evidence,
         }
     }
 
@@ -299,7 +299,7 @@ impl Outbound {
         } else {
             Outcome::Deferred
         };
-        self.metrics.message_result(
+        self.evidence.metrics.message_result(
             &Self::peer_label(loaded, domain),
             last_hop.policy.map(|p| p.as_str()).unwrap_or("none"),
             last_hop.tls.as_deref().unwrap_or("none"),
@@ -383,9 +383,9 @@ impl Outbound {
                         last_hop.policy = Some(c.source);
                         let mut f = from_client_error(&e);
                         f.remote = Some(format!("{}[{}]", c.reference_name, ip));
-                        self.metrics.record(&HopRecord {
+                        self.evidence.record(&HopRecord {
                             time: chrono::Utc::now(),
-                            message_id_hash: None,
+                            message_id_hash: env.message_id_hash.clone(),
                             direction: Direction::Outbound,
                             peer: Self::peer_label(loaded, domain),
                             remote_ip: Some(ip),
@@ -506,9 +506,9 @@ impl Outbound {
         } else {
             Outcome::Deferred
         };
-        self.metrics.record(&HopRecord {
+        self.evidence.record(&HopRecord {
             time: chrono::Utc::now(),
-            message_id_hash: None,
+            message_id_hash: env.message_id_hash.clone(),
             direction: Direction::Outbound,
             peer: Self::peer_label(loaded, domain),
             remote_ip: None,

@@ -172,6 +172,7 @@ mod tests {
             ret: None,
             envid: Some("E1".into()),
             size: 10,
+            message_id_hash: None,
             recipients: vec![Recipient {
                 address: "bob@plain.test".into(),
                 domain: "plain.test".into(),

@@ -205,7 +205,7 @@ impl Queue {
             }
         }
         let rows: Vec<(String, i64, f64)> = per.into_iter().map(|(p, (n, a))| (p, n, a)).collect();
-        self.outbound.metrics.set_queue(&rows);
+        self.outbound.evidence.metrics.set_queue(&rows);
     }
 
     /// One delivery attempt for every pending domain of `id`. Returns the next attempt time,
@@ -218,6 +218,10 @@ impl Queue {
         };
         let loaded = self.config.loaded();
         let cfg = &loaded.config;
+        if !self.outbound.evidence.may_relay() {
+            // audit.strict: wait until the audit sink takes records again.
+            return Some(now() + cfg.queue.min_backoff.0.as_secs().max(1) as i64);
+        }
         for domain in env.pending_domains() {
             let slot = self.domain_slot(&domain);
             let _dp = slot.acquire_owned().await.ok()?;
@@ -360,6 +364,7 @@ impl Queue {
             ret: None,
             envid: None,
             size: 0,
+            message_id_hash: None,
             recipients: vec![Recipient {
                 address: env.mail_from.clone(),
                 domain,

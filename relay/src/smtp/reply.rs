@@ -171,6 +171,13 @@ impl Reply {
             "Temporary local problem: message not queued, try again",
         )
     }
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            451,
+            (4, 3, 0),
+            "Temporary local problem: evidence log unavailable, try again later",
+        )
+    }
     pub fn tls_unavailable() -> Self {
         Self::new(454, (4, 7, 0), "TLS not available")
     }

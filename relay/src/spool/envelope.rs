@@ -103,6 +103,9 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// Size of the spooled message file in bytes.
     pub size: u64,
+    /// Keyed hash of the Message-ID (audit evidence; never the Message-ID itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id_hash: Option<String>,
     pub recipients: Vec<Recipient>,
     /// Delivery attempts made so far.
     #[serde(default)]

@@ -18,6 +18,7 @@ fn env() -> Envelope {
         ret: None,
         envid: None,
         size: 0,
+        message_id_hash: None,
         recipients: vec![Recipient {
             address: "x@y.test".into(),
             domain: "y.test".into(),
