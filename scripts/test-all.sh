@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME "$0" "$@"
 fi
 
-PACKAGES=(postfix swaks libnet-ssleay-perl nsd unbound ldnsutils nginx openssl ca-certificates strace procps bsdutils prometheus python3)
+PACKAGES=(postfix swaks libnet-ssleay-perl nsd unbound ldnsutils nginx openssl ca-certificates strace procps bsdutils prometheus python3 chromium fonts-dejavu-core)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

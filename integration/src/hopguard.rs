@@ -183,6 +183,26 @@ impl Hopguard {
         Ok(())
     }
 
+    /// Stops the relay with SIGTERM (clean shutdown: final audit checkpoint) and waits for it.
+    pub fn terminate(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            crate::signal_pid(child.id(), "TERM")?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                if child.try_wait()?.is_some() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("hopguard did not stop on SIGTERM within 30 s");
+                }
+                std::thread::sleep(crate::POLL_INTERVAL);
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the relay again with the same config file and spool (kills it first if running).
     pub fn restart(&mut self) -> Result<()> {
         self.kill9()?;
@@ -260,6 +280,8 @@ pub struct RelayDomain {
     pub domain: String,
     /// `None`: MX lookup.
     pub next_hop: Option<SocketAddr>,
+    /// The name the next hop's certificate must match (with an IP `next_hop`).
+    pub tls_name: Option<String>,
 }
 
 /// One charter peer.
@@ -327,6 +349,9 @@ impl RelayConfig {
                 let _ = writeln!(y, "  - domain: {}", q(&d.domain));
                 if let Some(hop) = d.next_hop {
                     let _ = writeln!(y, "    next_hop: {}", q(&hop.to_string()));
+                }
+                if let Some(name) = &d.tls_name {
+                    let _ = writeln!(y, "    tls_name: {}", q(name));
                 }
             }
         }

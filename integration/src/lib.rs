@@ -2,6 +2,7 @@
 //!
 //! Map of the harness:
 //! - [`net`]: unique 127.A.B.C addresses per test, waiting for a TCP port to accept.
+//! - [`chromium`]: headless Chromium rendering a page (the HTML report) to PNG.
 //! - [`ca`]: a throw-away test CA and leaf certificates written as PEM files.
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
@@ -15,6 +16,7 @@
 //! wait polls for an event (a port accepting, a file appearing) against a deadline.
 
 pub mod ca;
+pub mod chromium;
 pub mod dns;
 pub mod hopguard;
 pub mod mail;

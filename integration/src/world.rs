@@ -149,6 +149,7 @@ impl World {
             relay_domains: vec![RelayDomain {
                 domain: INBOUND.into(),
                 next_hop: Some(self.tls_peer.addr()),
+                tls_name: Some(TLS_PEER_MX.into()),
             }],
             peers: vec![Peer {
                 name: "peer-a".into(),

@@ -1,7 +1,9 @@
-//! Issue 4 end to end: a real Prometheus scrapes hopguard while it relays known traffic (a
-//! verified TLS peer, a TLS-but-unauthenticated peer, a peer without STARTTLS, a plaintext
-//! client), with hopguard's recording and alert rules loaded. Every dashboard query and every
-//! recording rule is then evaluated through Prometheus' HTTP API.
+//! Evidence end to end (issues 4 and 5): a real Prometheus scrapes hopguard while it relays
+//! known traffic (a verified TLS peer, a TLS-but-unauthenticated peer, a peer without STARTTLS,
+//! a plaintext client), with hopguard's recording and alert rules loaded. Every dashboard query
+//! and every recording rule is evaluated through Prometheus' HTTP API; then the audit log of the
+//! same run is verified, and the regulator report built from it must show the known counts and
+//! agree with Prometheus. The HTML report must render in headless Chromium.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,7 +54,24 @@ fn dashboards_and_rules_evaluate_against_real_traffic() -> Result<()> {
         domain: PEER_A.into(),
         tls: "encrypt".into(),
     }];
-    let hg = w.start_relay(&cfg)?;
+    // One attempt per message within the test: counts stay fixed once the traffic is sent.
+    cfg.min_backoff = "1h".into();
+    cfg.max_backoff = "2h".into();
+    let keys = w.dir.sub("audit-keys")?;
+    let audit_dir = w.dir.sub("audit")?;
+    let bin = hopguard_integration::hopguard::binary()?;
+    let out = hopguard_integration::hopguard::run_cli(
+        &bin,
+        &["audit", "keygen", &keys.display().to_string()],
+    )?;
+    ensure!(out.status.success(), "audit keygen failed: {out:?}");
+    cfg.extra = format!(
+        "audit:\n  dir: \"{}\"\n  key_file: \"{}\"\n  message_id_key_file: \"{}\"\n  checkpoint_every: 5\n",
+        audit_dir.display(),
+        keys.join("audit-key.pem").display(),
+        keys.join("message-id.key").display()
+    );
+    let mut hg = w.start_relay(&cfg)?;
 
     let prom_dir = w.dir.sub("prometheus")?;
     let rules: PathBuf = workspace_root().join("dashboards/prometheus/rules.yml");
@@ -223,5 +242,180 @@ fn dashboards_and_rules_evaluate_against_real_traffic() -> Result<()> {
             && a["labels"]["peer"] == "weak"),
         "expected the not-authenticated alert for weak: {alerts:?}"
     );
+
+    // ---- the audit log of the same run (issue 5) ----
+    // Prometheus' view once the relay has settled, then a clean stop (final checkpoint).
+    std::thread::sleep(Duration::from_secs(3));
+    let prom_sum = |expr: &str| -> Result<f64> {
+        Ok(prom
+            .query(&format!("sum({expr})"))?
+            .first()
+            .and_then(|r| r["value"][1].as_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0))
+    };
+    let prom_good =
+        prom_sum("hopguard_outbound_messages_total{peer=\"good\",outcome=\"delivered\"}")?;
+    let prom_weak_auth = prom_sum(
+        "hopguard_outbound_messages_total{peer=\"weak\",outcome=\"delivered\",verify!=\"none\"}",
+    )?;
+    let prom_bad_fail =
+        prom_sum("hopguard_tls_failures_total{peer=\"bad\",direction=\"outbound\"}")?;
+    let prom_legacy_in = prom_sum("hopguard_inbound_messages_total{peer=\"legacy\"}")?;
+    let prom_legacy_plain =
+        prom_sum("hopguard_inbound_messages_total{peer=\"legacy\",tls=\"none\"}")?;
+    hg.terminate()?;
+
+    let pubkey = keys.join("audit-key.pub.pem");
+    let out = hopguard_integration::hopguard::run_cli(
+        &bin,
+        &[
+            "audit",
+            "verify",
+            &audit_dir.display().to_string(),
+            "--pubkey",
+            &pubkey.display().to_string(),
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "audit verify failed on an untouched log: {out:?}"
+    );
+
+    let today = utc_today();
+    let report_path = w.dir.path().join("report.json");
+    let out = hopguard_integration::hopguard::run_cli(
+        &bin,
+        &[
+            "report",
+            "--audit",
+            &audit_dir.display().to_string(),
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "json",
+            "--pubkey",
+            &pubkey.display().to_string(),
+            "--out",
+            &report_path.display().to_string(),
+        ],
+    )?;
+    ensure!(out.status.success(), "report failed: {out:?}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)?;
+    let stats = |peer: &str, dir: &str| -> Result<serde_json::Value> {
+        report["peers"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["peer"] == peer && p["direction"] == dir)
+            })
+            .cloned()
+            .with_context(|| format!("no {peer}/{dir} row in the report: {report}"))
+    };
+    let n = |v: &serde_json::Value| v.as_f64().unwrap_or(-1.0);
+    // Known counts: two rounds of one message each to good, weak and bad, and one plaintext
+    // message per round from legacy.
+    let good = stats("good", "outbound")?;
+    ensure!(
+        n(&good["messages"]) == 2.0 && n(&good["authenticated"]) == 2.0,
+        "good: {good}"
+    );
+    let weak = stats("weak", "outbound")?;
+    ensure!(
+        n(&weak["messages"]) == 2.0
+            && n(&weak["encrypted"]) >= 2.0
+            && n(&weak["authenticated"]) == 0.0,
+        "weak: {weak}"
+    );
+    let bad = stats("bad", "outbound")?;
+    ensure!(
+        n(&bad["messages"]) == 0.0 && n(&bad["failures"]["starttls-not-supported"]) == 2.0,
+        "bad: {bad}"
+    );
+    // legacy's messages to the relay domain went to its next hop, verified by its tls_name.
+    let relayed = stats("other", "outbound")?;
+    ensure!(
+        n(&relayed["messages"]) == 2.0 && n(&relayed["authenticated"]) == 2.0,
+        "relay-domain deliveries: {relayed}"
+    );
+    let legacy = stats("legacy", "inbound")?;
+    ensure!(
+        n(&legacy["messages"]) == 2.0 && n(&legacy["plaintext"]) == 2.0,
+        "legacy: {legacy}"
+    );
+    let plaintext_legacy = report["plaintext"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|p| p["peer"] == "legacy" && p["charter"] == true)
+                .count()
+        })
+        .unwrap_or(0);
+    ensure!(
+        plaintext_legacy == 2,
+        "each plaintext hop of a charter peer is listed: {report}"
+    );
+    ensure!(
+        report["verification"]["signatures_checked"] == true,
+        "the report states a signed verification: {report}"
+    );
+    // The report agrees with Prometheus for the same run.
+    ensure!(
+        n(&good["messages"]) == prom_good,
+        "good delivered: report vs prometheus {prom_good}"
+    );
+    ensure!(
+        n(&weak["authenticated"]) == prom_weak_auth,
+        "weak authenticated: report vs prometheus"
+    );
+    ensure!(
+        n(&bad["failures"]["starttls-not-supported"]) == prom_bad_fail,
+        "bad failures: report vs prometheus {prom_bad_fail}"
+    );
+    ensure!(
+        n(&legacy["messages"]) == prom_legacy_in,
+        "legacy inbound: report vs prometheus {prom_legacy_in}"
+    );
+    ensure!(
+        n(&legacy["plaintext"]) == prom_legacy_plain,
+        "legacy plaintext: report vs prometheus"
+    );
+
+    // The HTML report renders in headless Chromium (Debian package).
+    let html = w.dir.path().join("report.html");
+    let out = hopguard_integration::hopguard::run_cli(
+        &bin,
+        &[
+            "report",
+            "--audit",
+            &audit_dir.display().to_string(),
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--format",
+            "html",
+            "--pubkey",
+            &pubkey.display().to_string(),
+            "--out",
+            &html.display().to_string(),
+        ],
+    )?;
+    ensure!(out.status.success(), "html report failed: {out:?}");
+    let shot = w.dir.path().join("report.png");
+    hopguard_integration::chromium::render(&html, &shot)?;
+    if let Ok(dest) = std::env::var("HOPGUARD_REPORT_SCREENSHOT") {
+        std::fs::copy(&shot, dest)?;
+    }
     Ok(())
+}
+
+fn utc_today() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }

@@ -29,9 +29,9 @@ pub struct PeerStats {
     pub hop_events: u64,
     /// Messages: inbound accepted, outbound delivered.
     pub messages: u64,
-    /// Hop events with TLS.
+    /// Messages (mail-carrying hops) with TLS.
     pub encrypted: u64,
-    /// `encrypted / hop_events` (`None` without hop events).
+    /// `encrypted / messages` (`None` without messages).
     pub share_encrypted: Option<f64>,
     /// Outbound delivered with an authenticated peer (verification other than `none`).
     pub authenticated: u64,
@@ -45,7 +45,7 @@ pub struct PeerStats {
     pub outcomes: BTreeMap<String, u64>,
     /// Hop events by RFC 8460 result type (failures only).
     pub failures: BTreeMap<String, u64>,
-    /// Hop events without TLS.
+    /// Messages (mail-carrying hops) without TLS.
     pub plaintext: u64,
 }
 
@@ -175,7 +175,10 @@ impl Builder {
         if let Some(rt) = hop.result_type {
             *stats.failures.entry(rt.as_str().to_owned()).or_default() += 1;
         }
-        if hop.tls.is_some() {
+        // A plaintext hop is one that carried mail without TLS; a refused or failed attempt
+        // without TLS moved no message (its failure reason is counted above).
+        if !message {
+        } else if hop.tls.is_some() {
             stats.encrypted += 1;
         } else {
             stats.plaintext += 1;
@@ -198,7 +201,7 @@ impl Builder {
             .groups
             .into_values()
             .map(|mut s| {
-                s.share_encrypted = share(s.encrypted, s.hop_events);
+                s.share_encrypted = share(s.encrypted, s.messages);
                 if s.direction == Direction::Outbound.as_str() {
                     s.share_authenticated = share(s.authenticated, s.messages);
                 }

@@ -102,16 +102,17 @@ fn report_counts_shares_and_plaintext_hops() {
         ]
     );
     let oin = &r.peers[0];
+    // The 530 refusal moved no mail: it is not a plaintext hop (its reply code is kept).
     assert_eq!(
         (oin.hop_events, oin.messages, oin.encrypted, oin.plaintext),
-        (3, 2, 2, 1)
+        (3, 2, 2, 0)
     );
-    assert_eq!(oin.share_encrypted, Some(2.0 / 3.0));
+    assert_eq!(oin.share_encrypted, Some(1.0));
     assert_eq!(oin.share_authenticated, None);
     assert_eq!(oin.tls_versions.get("TLSv1.2"), Some(&1));
     assert_eq!(oin.tls_versions.get("none"), Some(&1));
     let oout = &r.peers[1];
-    assert_eq!((oout.hop_events, oout.messages, oout.encrypted), (3, 2, 3));
+    assert_eq!((oout.hop_events, oout.messages, oout.encrypted), (3, 2, 2));
     assert_eq!(
         (oout.authenticated, oout.share_authenticated),
         (2, Some(1.0))
@@ -133,12 +134,11 @@ fn report_counts_shares_and_plaintext_hops() {
         listed,
         [
             ("2025-03-01T12:01:00.000Z", "other", false),
-            ("2025-03-01T12:05:00.000Z", "orange", true),
             ("2025-03-01T12:10:00.000Z", "other", false)
         ]
     );
-    assert_eq!(r.plaintext[1].reply_code, Some(530));
-    assert_eq!(r.plaintext[1].outcome, "refused");
+    assert_eq!(r.plaintext[0].outcome, "accepted");
+    assert_eq!(r.plaintext[1].outcome, "delivered");
 }
 
 #[test]
@@ -153,7 +153,7 @@ fn csv_has_the_header_and_one_row_per_peer_and_direction() {
     assert_eq!(rows[0].split(',').count(), rows[2].split(',').count());
     assert_eq!(
         rows[2],
-        "orange,outbound,true,3,2,3,1.0000,2,1.0000,1,0,1,0,0,0,3,0,0,0,1,\
+        "orange,outbound,true,3,2,2,1.0000,2,1.0000,1,0,1,0,0,0,3,0,0,0,1,\
          certificate-expired:1,yes"
     );
     assert_eq!(
@@ -175,13 +175,23 @@ fn html_is_self_contained_and_states_the_verification() {
     assert!(html.contains("mx1.example.net"));
     assert!(html.contains("<svg"));
     assert!(
-        html.contains("class=\"charter\""),
-        "charter plaintext hop flagged"
+        !html.contains("&lt;evil&gt;") && !html.contains("<evil>"),
+        "a refused hop is not listed as a plaintext hop"
     );
-    assert!(
-        html.contains("&lt;evil&gt;") && !html.contains("<evil>"),
-        "escaped"
-    );
+
+    // A charter peer's message accepted without TLS is listed and flagged, its host escaped.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let mut h = hop("2025-03-01T12:00:00Z", Direction::Inbound, "orange", Outcome::Accepted);
+    h.tls = None;
+    h.verification = VerifyMethod::None;
+    h.remote_host = "<evil>".into();
+    let mut w = AuditWriter::open(&config(dir2.path(), 4), at("2025-03-01T11:00:00Z")).expect("open");
+    w.append(&h, h.time).expect("append");
+    w.close(h.time).expect("close");
+    let r2 = report(dir2.path(), day(1), day(1), Some(&key().verifying_key()));
+    let html2 = render_html(&r2);
+    assert!(html2.contains("class=\"charter\""), "charter plaintext hop flagged");
+    assert!(html2.contains("&lt;evil&gt;") && !html2.contains("<evil>"), "escaped");
 
     let json = render_json(&r).expect("json");
     let value: serde_json::Value = serde_json::from_str(&json).expect("valid json");
