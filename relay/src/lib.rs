@@ -18,6 +18,7 @@ pub mod config;
 pub mod dns;
 pub mod evidence;
 pub mod inbound;
+pub mod intercept;
 pub mod outbound;
 pub mod queue;
 pub mod smtp;

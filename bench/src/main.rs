@@ -1,0 +1,3 @@
+//! Load generator for the benchmark (see bench/README.md).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Lawful-interception point: warrant-bound, audited, off by default (see docs/lawful-interception.md).
