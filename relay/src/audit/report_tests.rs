@@ -181,17 +181,29 @@ fn html_is_self_contained_and_states_the_verification() {
 
     // A charter peer's message accepted without TLS is listed and flagged, its host escaped.
     let dir2 = tempfile::tempdir().expect("tempdir");
-    let mut h = hop("2025-03-01T12:00:00Z", Direction::Inbound, "orange", Outcome::Accepted);
+    let mut h = hop(
+        "2025-03-01T12:00:00Z",
+        Direction::Inbound,
+        "orange",
+        Outcome::Accepted,
+    );
     h.tls = None;
     h.verification = VerifyMethod::None;
     h.remote_host = "<evil>".into();
-    let mut w = AuditWriter::open(&config(dir2.path(), 4), at("2025-03-01T11:00:00Z")).expect("open");
+    let mut w =
+        AuditWriter::open(&config(dir2.path(), 4), at("2025-03-01T11:00:00Z")).expect("open");
     w.append(&h, h.time).expect("append");
     w.close(h.time).expect("close");
     let r2 = report(dir2.path(), day(1), day(1), Some(&key().verifying_key()));
     let html2 = render_html(&r2);
-    assert!(html2.contains("class=\"charter\""), "charter plaintext hop flagged");
-    assert!(html2.contains("&lt;evil&gt;") && !html2.contains("<evil>"), "escaped");
+    assert!(
+        html2.contains("class=\"charter\""),
+        "charter plaintext hop flagged"
+    );
+    assert!(
+        html2.contains("&lt;evil&gt;") && !html2.contains("<evil>"),
+        "escaped"
+    );
 
     let json = render_json(&r).expect("json");
     let value: serde_json::Value = serde_json::from_str(&json).expect("valid json");
