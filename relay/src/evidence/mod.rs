@@ -61,3 +61,48 @@ impl Evidence {
         self.audit.as_ref()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditConfig, AuditLog};
+
+    #[tokio::test]
+    async fn strict_audit_stops_mail_only_when_the_sink_is_unhealthy() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = AuditLog::start(AuditConfig {
+            dir: dir.path().join("audit"),
+            node_id: "node-1".into(),
+            signing_key: ed25519_dalek::SigningKey::from_bytes(&[7; 32]),
+            checkpoint_every: 10,
+            capacity: 16,
+        })
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let strict = Evidence::new(metrics.clone(), Some(handle.clone()), true, None);
+        let lenient = Evidence::new(metrics.clone(), Some(handle.clone()), false, None);
+        let none = Evidence::new(metrics, None, true, None);
+        assert!(strict.may_relay() && lenient.may_relay() && none.may_relay());
+        // A writer that is gone: the sink is unhealthy for good.
+        handle.shutdown().await.unwrap();
+        assert!(!strict.may_relay(), "strict: mail waits");
+        assert!(
+            lenient.may_relay(),
+            "default: keep relaying (the metric alerts)"
+        );
+        assert!(none.may_relay(), "no audit log configured");
+    }
+
+    #[test]
+    fn message_id_hash_needs_a_key() {
+        let m = Arc::new(Metrics::new());
+        assert_eq!(
+            Evidence::new(m.clone(), None, false, None).message_id_hash("<a@b>"),
+            None
+        );
+        let keyed = Evidence::new(m, None, false, Some(vec![1; 32]));
+        let h = keyed.message_id_hash("<a@b>").unwrap();
+        assert_eq!(h.len(), 64);
+        assert!(!h.contains("a@b"));
+    }
+}
