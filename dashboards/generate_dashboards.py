@@ -444,6 +444,14 @@ def charter_compliance():
                  f'outcome="delivered"}}[$__rate_interval]))', "out {{tls}}"),
             ),
             "suffix:msg/s")),
+        row("Certificates"),
+        (24, 7, bargauge(
+            "Days until the certificate of each charter peer MX host expires",
+            "From the certificate last presented by each MX host"
+            " (hopguard:peer_certificate_expiry:seconds / 86400). Alert below 14 days.",
+            targets((f"hopguard:peer_certificate_expiry:seconds{{{P}}} / 86400",
+                     "{{peer}} {{mx}}"), instant=True),
+            "d")),
         row("Failures and refusals"),
         (12, 8, timeseries(
             "TLS failures by reason",

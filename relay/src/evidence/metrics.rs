@@ -36,6 +36,12 @@ pub struct Attempt {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerMx {
+    pub peer: String,
+    pub mx: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerInfo {
     pub peer: String,
     pub inbound_tls: String,
@@ -70,6 +76,7 @@ pub struct Metrics {
     pub queue_oldest_age: Family<PeerOnly, FloatGauge>,
     pub delivery_latency: Family<PeerOnly, Histogram>,
     pub peer_info: Family<PeerInfo, Gauge>,
+    pub certificate_expiry: Family<PeerMx, FloatGauge>,
     pub build_info: Family<BuildInfo, Gauge>,
     pub start_time: FloatGauge,
     pub audit_healthy: Gauge,
@@ -106,6 +113,7 @@ impl Metrics {
             queue_oldest_age: Family::default(),
             delivery_latency: Family::new_with_constructor(latency_histogram),
             peer_info: Family::default(),
+            certificate_expiry: Family::default(),
             build_info: Family::default(),
             start_time: FloatGauge::default(),
             audit_healthy: Gauge::default(),
@@ -155,6 +163,12 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         r.register("charter_peer_info", "One series per configured charter peer (value 1) with its inbound and outbound TLS settings", m.peer_info.clone());
+        r.register_with_unit(
+            "peer_certificate_expiry_timestamp",
+            "notAfter (Unix time) of the certificate last seen on a charter peer's MX host; subtract time() for the seconds left",
+            Unit::Seconds,
+            m.certificate_expiry.clone(),
+        );
         r.register(
             "build_info",
             "hopguard version (value 1)",
@@ -280,6 +294,19 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The certificate a charter peer's MX host presented (never recorded for `other`).
+    pub fn certificate_seen(&self, peer: &str, mx: &str, not_after: i64) {
+        if peer == "other" {
+            return;
+        }
+        self.certificate_expiry
+            .get_or_create(&PeerMx {
+                peer: peer.to_string(),
+                mx: mx.to_string(),
+            })
+            .set(not_after as f64);
     }
 
     /// One message result for a destination (delivered, deferred or bounced).
@@ -423,6 +450,8 @@ mod tests {
         // Families without a series are not printed: give every family one.
         m.init_peers(&[("peer-a".into(), "required", "verify")]);
         m.session_ended("peer-a", "none");
+        m.certificate_seen("peer-a", "mx.peer-a.test", 2_000_000_000);
+        m.certificate_seen("other", "mx.elsewhere.test", 2_000_000_000);
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);
         m.record(&failed);
@@ -447,5 +476,9 @@ mod tests {
             .map(|c| c.trim().trim_matches('`').to_string())
             .collect();
         assert_eq!(registered, documented, "docs/metrics.md table vs registry");
+        assert!(
+            !m.encode().contains("mx.elsewhere.test"),
+            "no certificate series for `other`"
+        );
     }
 }

@@ -128,6 +128,8 @@ pub struct HopTls {
     pub cert_sha256: Option<String>,
     /// SHA-256 of its SubjectPublicKeyInfo (hex).
     pub spki_sha256: Option<String>,
+    /// Its notAfter (Unix seconds).
+    pub not_after: Option<i64>,
 }
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo (hex), if the certificate parses.
@@ -313,6 +315,10 @@ pub async fn establish(
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(spki_sha256),
+        not_after: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| super::certinfo::not_after(c.as_ref())),
     };
     let mut stream: Box<dyn Stream> = Box::new(tls);
     // RFC 3207 §4.2: forget what we learnt before TLS; EHLO again.

@@ -1,6 +1,7 @@
 //! Outbound: route a destination (fixed next hop or MX), decide the required TLS per host,
 //! establish a session that satisfies it, deliver, and keep the session for the next message.
 
+pub mod certinfo;
 pub mod client;
 pub mod emit;
 pub mod tls;
@@ -492,6 +493,14 @@ impl Outbound {
                 RcptResult::Temporary(from_reply(&reply, &remote))
             };
             out.push((r.address.clone(), res));
+        }
+        if let Some(not_after) = s.security().tls.as_ref().and_then(|t| t.not_after) {
+            let mx = remote.split('[').next().unwrap_or(&remote);
+            self.evidence.metrics.certificate_seen(
+                &Self::peer_label(loaded, domain),
+                mx,
+                not_after,
+            );
         }
         let outcome = if out
             .iter()
