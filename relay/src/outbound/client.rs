@@ -1,4 +1,4 @@
-//! The outbound SMTP client: greeting, EHLO, STARTTLS under a `RequiredTls`, one transaction
+//! The outbound SMTP client: greeting, EHLO, STARTTLS under a TLS plan, one transaction
 //! per message, connection kept for the next message to the same destination.
 //!
 //! A `HopSecurity` proof is needed to send MAIL FROM: it is made only by `establish`, after a
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hopguard_policy::{RequiredTls, ResultType};
+use hopguard_policy::{DaneOutcome, HopTls as Plan, ResultType, VerifyMethod};
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -106,22 +106,25 @@ impl Capabilities {
 /// What protected this hop: the TLS facts, and the requirement they satisfied.
 #[derive(Clone, Debug)]
 pub struct HopSecurity {
-    pub required: RequiredTls,
-    pub tls: Option<HopTls>,
+    /// The TLS plan this hop satisfied.
+    pub plan: Plan,
+    /// How the certificate was authenticated (meaningful with TLS only).
+    pub method: VerifyMethod,
+    pub tls: Option<SessionTls>,
 }
 
 impl HopSecurity {
     /// How the certificate was authenticated on this hop (`none` without TLS).
     pub fn verify_method(&self) -> hopguard_policy::VerifyMethod {
         match self.tls {
-            Some(_) => self.required.verify_method(),
+            Some(_) => self.method,
             None => hopguard_policy::VerifyMethod::None,
         }
     }
 }
 
 #[derive(Clone, Debug)]
-pub struct HopTls {
+pub struct SessionTls {
     pub version: String,
     pub cipher: String,
     /// SHA-256 of the peer's end-entity certificate (hex).
@@ -217,8 +220,9 @@ async fn send_line<S: AsyncWrite + Unpin + ?Sized>(
 pub async fn establish(
     addr: SocketAddr,
     reference_name: &str,
-    required: &RequiredTls,
+    required: &Plan,
     tls_config: Arc<rustls::ClientConfig>,
+    dane: Option<DaneOutcome>,
     helo_name: &str,
     cfg: &OutboundCfg,
 ) -> Result<Session, ClientError> {
@@ -249,7 +253,8 @@ pub async fn establish(
                 rbuf,
                 caps,
                 security: HopSecurity {
-                    required: required.clone(),
+                    plan: required.clone(),
+                    method: VerifyMethod::None,
                     tls: None,
                 },
                 remote,
@@ -297,7 +302,7 @@ pub async fn establish(
             detail: format!("{remote}: {e}"),
         })?;
     let (_, conn) = tls.get_ref();
-    let hop_tls = HopTls {
+    let hop_tls = SessionTls {
         version: conn
             .protocol_version()
             .map(crate::inbound::tls::version_name)
@@ -320,6 +325,18 @@ pub async fn establish(
             .and_then(|c| c.first())
             .and_then(|c| super::certinfo::not_after(c.as_ref())),
     };
+    // The verifier enforced the plan during the handshake; for DANE it also says which
+    // TLSA record matched (RFC 7672 §3.1.1 EE, §3.1.2 TA).
+    let method = match (required, dane.as_ref().and_then(|d| d.get())) {
+        (Plan::Dane { .. }, Some(Ok(m))) => m.verify_method(),
+        (Plan::Dane { .. }, _) => {
+            return Err(ClientError::Tls {
+                reason: ResultType::TlsaInvalid,
+                detail: format!("{remote}: no TLSA record matched"),
+            })
+        }
+        (plan, _) => plan.verify_method().unwrap_or(VerifyMethod::None),
+    };
     let mut stream: Box<dyn Stream> = Box::new(tls);
     // RFC 3207 §4.2: forget what we learnt before TLS; EHLO again.
     send_line(&mut stream, &format!("EHLO {helo_name}")).await?;
@@ -332,7 +349,8 @@ pub async fn establish(
         rbuf,
         caps: Capabilities::parse(&ehlo),
         security: HopSecurity {
-            required: required.clone(),
+            plan: required.clone(),
+            method,
             tls: Some(hop_tls),
         },
         remote,
@@ -382,8 +400,7 @@ impl Session {
     pub fn check_sendable(&self, env: &Envelope) -> Result<(), Unsendable> {
         if env.requiretls {
             // RFC 8689 §5: next hop must offer REQUIRETLS over an authenticated TLS session.
-            let authenticated = self.security.tls.is_some()
-                && matches!(self.security.required, RequiredTls::Pkix { .. });
+            let authenticated = self.security.tls.is_some() && self.security.plan.authenticated();
             if !self.caps.requiretls || !authenticated {
                 return Err(Unsendable {
                     code: 550,

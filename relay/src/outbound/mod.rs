@@ -4,6 +4,7 @@
 pub mod certinfo;
 pub mod client;
 pub mod emit;
+pub mod route;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -11,11 +12,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hopguard_policy::{decide, DecisionInput, PolicySource, RequiredTls, RouteTls};
+use hopguard_policy::PolicySource;
 use tracing::{debug, info, warn};
 
-use crate::config::{Loaded, OutboundTls as RouteLevel};
-use crate::dns::{Dns, DnsFailure, MxAnswer};
+use crate::config::Loaded;
+use crate::dns::Dns;
 use crate::evidence::{Direction, Evidence, HopRecord, Outcome, TlsFacts};
 use crate::spool::{Envelope, Failure, Recipient, Spool};
 use client::{ClientError, Session, SmtpReply, TxnOutcome};
@@ -29,16 +30,6 @@ pub enum RcptResult {
     Delivered { remote: String },
     Temporary(Failure),
     Permanent(Failure),
-}
-
-/// One next-hop host to try, with the TLS it requires.
-#[derive(Clone, Debug)]
-struct Candidate {
-    host: String,
-    port: u16,
-    reference_name: String,
-    required: RequiredTls,
-    source: PolicySource,
 }
 
 /// Idle sessions by destination. A config reload bumps the generation: sessions negotiated
@@ -194,85 +185,6 @@ impl Outbound {
             .unwrap_or_else(|| "other".into())
     }
 
-    /// The next-hop candidates for `domain`, in order, each with its required TLS.
-    async fn candidates(
-        &self,
-        loaded: &Loaded,
-        domain: &str,
-    ) -> Result<Vec<Candidate>, RcptResult> {
-        let cfg = &loaded.config;
-        let route = cfg.route_for(domain);
-        let peer = cfg.peer_for_domain(domain).map(|p| p.name.clone());
-        let level = match route.tls {
-            RouteLevel::Verify => RouteTls::Verify,
-            RouteLevel::Encrypt => RouteTls::Encrypt,
-            RouteLevel::Opportunistic => RouteTls::Opportunistic,
-        };
-        let hosts: Vec<(String, u16, String)> = match &route.next_hop {
-            Some(h) => {
-                let name = route.tls_name.clone().unwrap_or_else(|| h.host.clone());
-                vec![(h.host.clone(), h.port, name)]
-            }
-            None => match self.dns.mx(domain).await {
-                Ok(MxAnswer::Hosts(list)) => list
-                    .into_iter()
-                    .map(|(_, h)| (h.clone(), cfg.outbound.port, h))
-                    .collect(),
-                // RFC 5321 §5.1: no MX, the domain is its own mail exchanger.
-                Ok(MxAnswer::Implicit) => {
-                    vec![(domain.to_string(), cfg.outbound.port, domain.to_string())]
-                }
-                // RFC 7505 §4.2: null MX, permanent, 5.1.10.
-                Ok(MxAnswer::NullMx) => {
-                    return Err(RcptResult::Permanent(failure(
-                        556,
-                        "5.1.10",
-                        format!("{domain} does not accept mail (null MX, RFC 7505)"),
-                    )))
-                }
-                Err(DnsFailure::NoSuchDomain(d)) => {
-                    return Err(RcptResult::Permanent(failure(
-                        550,
-                        "5.1.2",
-                        format!("domain {d} does not exist"),
-                    )))
-                }
-                Err(f @ DnsFailure::Temporary(..)) => {
-                    return Err(RcptResult::Temporary(failure(
-                        451,
-                        "4.4.3",
-                        format!("MX lookup failed: {f}"),
-                    )))
-                }
-            },
-        };
-        let mut out = Vec::new();
-        for (host, port, name) in hosts {
-            let input = DecisionInput {
-                reference_name: &name,
-                route: level,
-                charter_peer: peer.as_deref(),
-            };
-            match decide(&input) {
-                Ok((required, source)) => out.push(Candidate {
-                    host,
-                    port,
-                    reference_name: name,
-                    required,
-                    source,
-                }),
-                Err(refusal) => {
-                    return Err(RcptResult::Temporary(failure(
-                        451,
-                        "4.7.0",
-                        refusal.to_string(),
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Delivers the pending recipients of `env` at `domain`. Never sends MAIL FROM unless the
     /// session satisfied the required TLS.
     pub async fn deliver(
@@ -344,18 +256,33 @@ impl Outbound {
             }
         }
 
-        let candidates = match self.candidates(loaded, domain).await {
-            Ok(c) => c,
-            Err(res) => return all(res),
+        let route = match route::plan(&self.dns, loaded, domain, env.requiretls).await {
+            Ok(r) => r,
+            Err(res) => {
+                if let RcptResult::Temporary(f) | RcptResult::Permanent(f) = &res {
+                    self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
+                }
+                return all(res);
+            }
         };
+        for f in &route.refused {
+            self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
+        }
+        let candidates = route.candidates;
         let helo = loaded.config.hostname.clone();
-        let mut last = failure(
-            451,
-            "4.4.1",
-            format!("no next hop for {domain} could be reached"),
-        );
+        let mut last = route.refused.first().cloned().unwrap_or_else(|| {
+            failure(
+                451,
+                "4.4.1",
+                format!("no next hop for {domain} could be reached"),
+            )
+        });
         for c in candidates {
-            let addrs = match self.dns.addresses(&c.host).await {
+            let resolved = match &c.addrs {
+                Some(a) => Ok(a.clone()),
+                None => self.dns.addresses(&c.host).await,
+            };
+            let addrs = match resolved {
                 Ok(a) => a,
                 Err(e) => {
                     last = failure(
@@ -368,12 +295,13 @@ impl Outbound {
             };
             for ip in addrs {
                 let addr = SocketAddr::new(ip, c.port);
-                let tls_cfg = loaded.outbound_tls.config_for(&c.required);
+                let (tls_cfg, dane) = loaded.outbound_tls.config_for(&c.tls, &c.reference_name);
                 let mut session = match client::establish(
                     addr,
                     &c.reference_name,
-                    &c.required,
+                    &c.tls,
                     tls_cfg,
+                    dane,
                     &helo,
                     &loaded.config.outbound,
                 )
@@ -404,7 +332,7 @@ impl Outbound {
                         });
                         warn!(
                             queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
-                            policy = c.required.as_str(),
+                            policy = c.tls.as_str(),
                             reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
                             error = %e, "outbound hop not established"
                         );
@@ -483,7 +411,7 @@ impl Outbound {
         for (r, reply) in rcpts.iter().zip(per) {
             let res = if reply.is_ok() {
                 info!(queue_id = %env.id, rcpt_domain = %r.domain, remote = %remote, tls = %tls,
-                      policy = s.security().required.as_str(), "delivered");
+                      policy = s.security().plan.as_str(), "delivered");
                 RcptResult::Delivered {
                     remote: remote.clone(),
                 }
@@ -539,6 +467,45 @@ impl Outbound {
             latency: Some(env.age_seconds(chrono::Utc::now())),
         });
         Ok(out)
+    }
+}
+
+impl Outbound {
+    /// A host or destination refused by the policy before any connection (DNSSEC failure,
+    /// DANE required, REQUIRETLS unmet): one deferred hop record with its reason.
+    fn record_refusal(
+        &self,
+        loaded: &Loaded,
+        env: &Envelope,
+        domain: &str,
+        recipients: usize,
+        f: &Failure,
+        ip: Option<std::net::IpAddr>,
+    ) {
+        self.evidence.record(&HopRecord {
+            time: chrono::Utc::now(),
+            message_id_hash: env.message_id_hash.clone(),
+            direction: Direction::Outbound,
+            peer: Self::peer_label(loaded, domain),
+            remote_ip: ip,
+            remote_host: f.remote.clone().unwrap_or_else(|| domain.to_string()),
+            tls: None,
+            verification: hopguard_policy::VerifyMethod::None,
+            policy: None,
+            outcome: if f.code >= 500 {
+                Outcome::Bounced
+            } else {
+                Outcome::Deferred
+            },
+            result_type: f.reason,
+            reply_code: Some(f.code),
+            queue_id: Some(env.id.clone()),
+            size: Some(env.size),
+            recipients,
+            latency: None,
+        });
+        warn!(queue_id = %env.id, domain, reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
+              error = %f.text, "next hop refused by policy");
     }
 }
 

@@ -1,4 +1,4 @@
-//! Outbound TLS: trust anchors and the certificate verifiers that enforce a `RequiredTls`.
+//! Outbound TLS: trust anchors and the certificate verifiers that enforce a hop's TLS plan.
 //!
 //! `Pkix` uses webpki with the system roots plus `tls.ca_file`. `Encrypt` accepts any
 //! certificate but still checks the handshake signatures (so the session key is bound to the
@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hopguard_policy::{RequiredTls, ResultType};
+use hopguard_policy::{DaneOutcome, DaneVerifier, HopTls as Plan, ResultType};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
@@ -71,11 +71,35 @@ impl OutboundTls {
         })
     }
 
-    /// The client configuration that enforces `required` during the handshake.
-    pub fn config_for(&self, required: &RequiredTls) -> Arc<ClientConfig> {
-        match required {
-            RequiredTls::Pkix { .. } => self.pkix.clone(),
-            RequiredTls::Encrypt | RequiredTls::Opportunistic => self.encrypt.clone(),
+    /// The client configuration that enforces `plan` during the handshake, and for DANE the
+    /// handle that tells which TLSA record matched.
+    pub fn config_for(
+        &self,
+        plan: &Plan,
+        mx_host: &str,
+    ) -> (Arc<ClientConfig>, Option<DaneOutcome>) {
+        match plan {
+            Plan::Dane { usable, tlsa_base } => {
+                let provider = crypto_provider();
+                let verifier =
+                    DaneVerifier::new(usable.clone(), mx_host, tlsa_base.clone(), provider.clone());
+                let outcome = verifier.outcome();
+                let config = ClientConfig::builder_with_provider(provider)
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                    .map(|b| {
+                        b.dangerous()
+                            .with_custom_certificate_verifier(Arc::new(verifier))
+                            .with_no_client_auth()
+                    });
+                match config {
+                    Ok(c) => (Arc::new(c), Some(outcome)),
+                    // Cannot happen with the ring provider's TLS 1.2/1.3; fail closed (PKIX with
+                    // no DANE outcome is refused by the client for a DANE plan).
+                    Err(_) => (self.pkix.clone(), Some(outcome)),
+                }
+            }
+            Plan::MtaSts { .. } | Plan::Pkix { .. } => (self.pkix.clone(), None),
+            Plan::Encrypt | Plan::Opportunistic => (self.encrypt.clone(), None),
         }
     }
 }

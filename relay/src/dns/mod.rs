@@ -3,6 +3,8 @@
 //! Resolvers come from the config (or /etc/resolv.conf's `nameserver` lines); the hosts file is
 //! never read. A temporary failure is never read as "no records".
 
+pub mod secure;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -49,6 +51,8 @@ pub enum MxAnswer {
 #[derive(Clone)]
 pub struct Dns {
     resolver: TokioResolver,
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
 }
 
 impl Dns {
@@ -73,7 +77,16 @@ impl Dns {
         let resolver = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()?;
-        Ok(Self { resolver })
+        Ok(Self {
+            resolver,
+            servers: servers.to_vec(),
+            timeout,
+        })
+    }
+
+    /// A query whose DNSSEC status matters (AD bit from the configured validating resolver).
+    pub async fn secure(&self, name: &str, rtype: RecordType) -> secure::SecureAnswer {
+        secure::query(&self.servers, name, rtype, self.timeout).await
     }
 
     pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsFailure> {

@@ -1,0 +1,285 @@
+//! Routing a destination: its next-hop hosts in order, and for each the TLS it requires.
+//!
+//! A fixed `next_hop` uses the operator's route level. MX routing looks the MX RRset up with
+//! its DNSSEC status, and — when the MX RRset is secure — each host's TLSA RRset
+//! (`_25._tcp.HOST`, RFC 7672 §2.2), then lets `policy::decide_hop` apply the precedence (DANE
+//! over the charter over the operator's default). A DNS failure on a lookup that could carry a
+//! policy defers; it never reads as "no policy".
+
+use std::net::IpAddr;
+
+use hickory_resolver::proto::rr::{RData, RecordType};
+use hopguard_policy::{
+    decide, decide_hop, CharterPolicy, DecisionInput, DnssecStatus, HopInput, HopTls, MxHost,
+    PolicySource, ResultType, RouteTls, StsState, Tlsa, TlsaAnswer,
+};
+
+use super::{failure, RcptResult};
+use crate::config::{Loaded, OutboundTls as RouteLevel};
+use crate::dns::Dns;
+use crate::spool::Failure;
+
+/// One next-hop host to try, with the TLS it requires.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub host: String,
+    pub port: u16,
+    /// The name the certificate must match (and the SNI).
+    pub reference_name: String,
+    pub tls: HopTls,
+    pub source: PolicySource,
+    /// Addresses already resolved (with their DNSSEC status checked), if any.
+    pub addrs: Option<Vec<IpAddr>>,
+}
+
+/// The route: candidates in order, and the refusals of the hosts that may not be used.
+pub struct Route {
+    pub candidates: Vec<Candidate>,
+    pub refused: Vec<Failure>,
+}
+
+fn route_level(level: RouteLevel) -> RouteTls {
+    match level {
+        RouteLevel::Verify => RouteTls::Verify,
+        RouteLevel::Encrypt => RouteTls::Encrypt,
+        RouteLevel::Opportunistic => RouteTls::Opportunistic,
+    }
+}
+
+fn tls_failure(reason: ResultType, status: &str, text: String) -> Failure {
+    Failure {
+        code: 451,
+        status: status.to_string(),
+        text,
+        reason: Some(reason),
+        remote: None,
+    }
+}
+
+pub async fn plan(
+    dns: &Dns,
+    loaded: &Loaded,
+    domain: &str,
+    requiretls: bool,
+) -> Result<Route, RcptResult> {
+    let cfg = &loaded.config;
+    let route = cfg.route_for(domain);
+    let peer = cfg.peer_for_domain(domain).map(|p| p.name.clone());
+    let level = route_level(route.tls);
+
+    if let Some(h) = &route.next_hop {
+        // A fixed next hop: the operator's route level.
+        let name = route.tls_name.clone().unwrap_or_else(|| h.host.clone());
+        let input = DecisionInput {
+            reference_name: &name,
+            route: level,
+            charter_peer: peer.as_deref(),
+        };
+        return match decide(&input) {
+            Ok((required, source)) => Ok(Route {
+                candidates: vec![Candidate {
+                    host: h.host.clone(),
+                    port: h.port,
+                    reference_name: name,
+                    tls: HopTls::from(required),
+                    source,
+                    addrs: None,
+                }],
+                refused: Vec::new(),
+            }),
+            Err(refusal) => Err(RcptResult::Temporary(failure(
+                451,
+                "4.7.0",
+                refusal.to_string(),
+            ))),
+        };
+    }
+
+    // MX with its DNSSEC status.
+    let mx = dns.secure(domain, RecordType::MX).await;
+    match mx.status {
+        DnssecStatus::Bogus => {
+            return Err(RcptResult::Temporary(tls_failure(
+                ResultType::DnssecInvalid,
+                "4.7.5",
+                format!("the MX records of {domain} failed DNSSEC validation"),
+            )))
+        }
+        DnssecStatus::Indeterminate => {
+            return Err(RcptResult::Temporary(failure(
+                451,
+                "4.4.3",
+                format!("MX lookup for {domain} failed (no answer from the resolvers)"),
+            )))
+        }
+        DnssecStatus::Secure | DnssecStatus::Insecure => {}
+    }
+    if mx.nxdomain {
+        return Err(RcptResult::Permanent(failure(
+            550,
+            "5.1.2",
+            format!("domain {domain} does not exist"),
+        )));
+    }
+    let mut hosts: Vec<(u16, String)> = mx
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            RData::MX(m) => Some((
+                m.preference,
+                m.exchange
+                    .to_lowercase()
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    // RFC 7505 §3: a single MX with the root as exchange: the domain accepts no mail.
+    if hosts.len() == 1 && hosts[0].1.is_empty() {
+        return Err(RcptResult::Permanent(failure(
+            556,
+            "5.1.10",
+            format!("{domain} does not accept mail (null MX, RFC 7505)"),
+        )));
+    }
+    hosts.retain(|(_, h)| !h.is_empty());
+    hosts.sort();
+    if hosts.is_empty() {
+        // RFC 5321 §5.1: no MX, the domain is its own mail exchanger.
+        hosts.push((0, domain.to_string()));
+    }
+
+    // Per host: addresses (with status) and, when the MX RRset is secure, TLSA.
+    let mut mx_hosts = Vec::new();
+    let mut addrs = Vec::new();
+    for (_, host) in &hosts {
+        let (a, aaaa) = tokio::join!(
+            dns.secure(host, RecordType::A),
+            dns.secure(host, RecordType::AAAA)
+        );
+        let mut ips: Vec<IpAddr> = a
+            .records
+            .iter()
+            .chain(aaaa.records.iter())
+            .filter_map(|r| match r {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .collect();
+        ips.dedup();
+        let addr_secure = a.status == DnssecStatus::Secure
+            || (ips.is_empty() && aaaa.status == DnssecStatus::Secure);
+        let tlsa = if mx.status == DnssecStatus::Secure {
+            let t = dns
+                .secure(&format!("_25._tcp.{host}"), RecordType::TLSA)
+                .await;
+            // RFC 7672 §2.2.2: TLSA counts only for a host whose address records are secure.
+            let status = if t.status == DnssecStatus::Secure && !addr_secure {
+                DnssecStatus::Insecure
+            } else {
+                t.status
+            };
+            Some(TlsaAnswer {
+                status,
+                base_domain: host.clone(),
+                records: t
+                    .records
+                    .iter()
+                    .filter_map(|r| match r {
+                        RData::TLSA(t) => Some(Tlsa {
+                            usage: u8::from(t.cert_usage),
+                            selector: u8::from(t.selector),
+                            matching: u8::from(t.matching),
+                            data: t.cert_data.clone(),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+            })
+        } else {
+            None
+        };
+        mx_hosts.push(MxHost {
+            name: host.clone(),
+            tlsa,
+        });
+        addrs.push(ips);
+    }
+
+    let charter = peer.as_ref().map(|p| CharterPolicy::new(p.clone()));
+    let sts = StsState::NoPolicy;
+    let decision = decide_hop(&HopInput {
+        domain,
+        mx_status: mx.status,
+        hosts: &mx_hosts,
+        mta_sts: &sts,
+        charter: charter.as_ref(),
+        requiretls,
+        route: level,
+    });
+    let decision = match decision {
+        Ok(d) => d,
+        Err(refusal) => return Err(refusal_result(&refusal, domain)),
+    };
+    let mut candidates = Vec::new();
+    let mut refused = Vec::new();
+    for (host_decision, ips) in decision.hosts.iter().zip(addrs) {
+        match &host_decision.outcome {
+            Ok(plan) => candidates.push(Candidate {
+                host: host_decision.host.clone(),
+                port: cfg.outbound.port,
+                reference_name: host_decision.host.clone(),
+                tls: plan.tls.clone(),
+                source: plan.source,
+                addrs: (!ips.is_empty()).then_some(ips),
+            }),
+            Err(refusal) => {
+                let mut f = refusal_failure(refusal);
+                f.remote = Some(host_decision.host.clone());
+                refused.push(f);
+            }
+        }
+    }
+    if candidates.is_empty() {
+        let permanent = decision
+            .hosts
+            .iter()
+            .any(|h| h.outcome.as_ref().is_err_and(|r| r.is_permanent()));
+        let f = refused
+            .first()
+            .cloned()
+            .unwrap_or_else(|| failure(451, "4.4.4", format!("no usable next hop for {domain}")));
+        return Err(if permanent {
+            RcptResult::Permanent(f)
+        } else {
+            RcptResult::Temporary(f)
+        });
+    }
+    Ok(Route {
+        candidates,
+        refused,
+    })
+}
+
+fn refusal_failure(r: &hopguard_policy::Refusal) -> Failure {
+    Failure {
+        code: if r.is_permanent() { 550 } else { 451 },
+        status: r.enhanced_status().to_string(),
+        text: r.to_string(),
+        reason: r.result_type(),
+        remote: None,
+    }
+}
+
+fn refusal_result(r: &hopguard_policy::Refusal, domain: &str) -> RcptResult {
+    let mut f = refusal_failure(r);
+    f.text = format!("{domain}: {}", f.text);
+    if r.is_permanent() {
+        RcptResult::Permanent(f)
+    } else {
+        RcptResult::Temporary(f)
+    }
+}
