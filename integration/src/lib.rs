@@ -5,6 +5,7 @@
 //! - [`chromium`]: headless Chromium rendering a page (the HTML report) to PNG.
 //! - [`ca`]: a throw-away test CA and leaf certificates written as PEM files.
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
+//! - [`dnssec`]: signed zones (ldns-signzone) on nsd behind a validating unbound (AD bit, bogus).
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
 //! - [`hopguard`]: the relay under test as a child process, and its YAML config.
 //! - [`prometheus`]: a real Prometheus scraping the relay with hopguard's rules loaded.
@@ -18,6 +19,7 @@
 pub mod ca;
 pub mod chromium;
 pub mod dns;
+pub mod dnssec;
 pub mod hopguard;
 pub mod mail;
 pub mod net;

@@ -104,29 +104,15 @@ impl OutboundTls {
     }
 }
 
-/// Maps a handshake error to the RFC 8460 result type.
+/// Maps a handshake error to the RFC 8460 result type (a hopguard verifier's own reason, e.g.
+/// `tlsa-invalid` from DANE, else rustls' certificate errors).
 pub fn classify_tls_error(err: &std::io::Error) -> ResultType {
-    let Some(inner) = err
+    match err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
-    else {
-        return ResultType::ValidationFailure;
-    };
-    match inner {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                ResultType::CertificateHostMismatch
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                ResultType::CertificateExpired
-            }
-            CertificateError::UnknownIssuer
-            | CertificateError::BadSignature
-            | CertificateError::NotValidYet
-            | CertificateError::NotValidYetContext { .. } => ResultType::CertificateNotTrusted,
-            _ => ResultType::CertificateNotTrusted,
-        },
-        _ => ResultType::ValidationFailure,
+    {
+        Some(inner) => hopguard_policy::CertPolicyError::classify(inner),
+        None => ResultType::ValidationFailure,
     }
 }
 

@@ -1,0 +1,207 @@
+//! DANE end to end (issue 3): a signed zone served by nsd, a validating unbound as the relay's
+//! resolver, Postfix next hops. Each case asserts arrival or non-arrival at the peer and the
+//! recorded reason.
+//!
+//! | domain              | TLSA at its MX                       | server certificate            | expected                 |
+//! |---------------------|--------------------------------------|-------------------------------|--------------------------|
+//! | ee.dane.test        | 3 1 1 of the server's key            | other CA, unrelated name      | delivered (dane-ee)      |
+//! | ta.dane.test        | 2 0 1 of the test CA                 | test CA, MX name              | delivered (dane-ta)      |
+//! | mismatch.dane.test  | 3 1 1 of another key                 | other CA                      | deferred, tlsa-invalid   |
+//! | unusable.dane.test  | only PKIX-EE (1 1 1): unusable       | test CA, MX name              | delivered, PKIX          |
+//! | bogus.test          | MX tampered after signing            | —                             | deferred, dnssec-invalid |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use hopguard_integration::dns::Zone;
+use hopguard_integration::dnssec::{
+    tlsa_2_0_1, tlsa_3_1_1, tlsa_record, DnssecWorld, Tamper, ZoneSpec,
+};
+use hopguard_integration::smtp_client::SwaksMail;
+use hopguard_integration::world::marker;
+use hopguard_integration::{
+    wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, TestCa, TestDir,
+};
+
+fn metrics(addr: SocketAddr) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn dane_cases_against_real_dnssec() -> Result<()> {
+    let dir = TestDir::new()?;
+    let certs = dir.sub("certs")?;
+    let ca = TestCa::new(&certs)?;
+    let other_dir = dir.sub("other-ca")?;
+    let other_ca = TestCa::new(&other_dir)?;
+    let ee_cert = other_ca.issue(&other_dir, "ee", &["unrelated.example"])?;
+    let wrong_cert = other_ca.issue(&other_dir, "wrong", &["unrelated.example"])?;
+    let ca_cert = ca.issue(&certs, "ta", &["mx.ta.dane.test", "mx.unusable.dane.test"])?;
+    let relay_cert = ca.issue(&certs, "relay", &["relay.hopguard.test"])?;
+
+    let (ee_addr, ca_addr, relay_addr, client) =
+        (Net::alloc(), Net::alloc(), Net::alloc(), Net::alloc());
+    let ee_key = tlsa_3_1_1(&ee_cert.cert)?;
+    let wrong_key = tlsa_3_1_1(&wrong_cert.cert)?;
+    let ta = tlsa_2_0_1(ca.ca_pem())?;
+    let dane = Zone::new("dane.test.")
+        .mx("ee.dane.test", 10, "mx.ee.dane.test")
+        .a("mx.ee.dane.test", ee_addr)
+        .raw(&tlsa_record(25, "mx.ee.dane.test", 3, 1, 1, &ee_key))
+        .mx("ta.dane.test", 10, "mx.ta.dane.test")
+        .a("mx.ta.dane.test", ca_addr)
+        .raw(&tlsa_record(25, "mx.ta.dane.test", 2, 0, 1, &ta))
+        .mx("mismatch.dane.test", 10, "mx.mismatch.dane.test")
+        .a("mx.mismatch.dane.test", ee_addr)
+        .raw(&tlsa_record(
+            25,
+            "mx.mismatch.dane.test",
+            3,
+            1,
+            1,
+            &wrong_key,
+        ))
+        .mx("unusable.dane.test", 10, "mx.unusable.dane.test")
+        .a("mx.unusable.dane.test", ca_addr)
+        .raw(&tlsa_record(25, "mx.unusable.dane.test", 1, 1, 1, &ee_key));
+    let bogus = Zone::new("bogus.test.")
+        .mx("bogus.test", 10, "mx.bogus.test")
+        .a("mx.bogus.test", ca_addr);
+    let dns = DnssecWorld::start(
+        &dir.sub("dns")?,
+        vec![
+            ZoneSpec::signed(dane),
+            ZoneSpec::bogus(bogus, Tamper::rdata("bogus.test.", "MX")),
+        ],
+    )?;
+
+    let ee_peer = Postfix::start(
+        &dir.sub("pf-ee")?,
+        ee_addr,
+        PostfixOpts {
+            tls: Some(ee_cert),
+            domains: vec!["ee.dane.test".into(), "mismatch.dane.test".into()],
+            hostname: Some("unrelated.example".into()),
+        },
+    )?;
+    let ca_peer = Postfix::start(
+        &dir.sub("pf-ca")?,
+        ca_addr,
+        PostfixOpts {
+            tls: Some(ca_cert),
+            domains: vec![
+                "ta.dane.test".into(),
+                "unusable.dane.test".into(),
+                "bogus.test".into(),
+            ],
+            hostname: Some("mx.ta.dane.test".into()),
+        },
+    )?;
+
+    let metrics_addr = SocketAddr::from((relay_addr, 9465));
+    let cfg = RelayConfig {
+        hostname: "relay.hopguard.test".into(),
+        spool_dir: dir.path().join("hopguard/spool"),
+        listen: SocketAddr::from((relay_addr, 25)),
+        certificate: relay_cert.cert.clone(),
+        key: relay_cert.key.clone(),
+        inbound_tls: Some("optional".into()),
+        relay_networks: vec![format!("{client}/32")],
+        relay_domains: Vec::new(),
+        peers: Vec::new(),
+        routes: Vec::new(),
+        resolvers: vec![dns.resolver()],
+        ca_file: Some(ca.ca_pem().to_path_buf()),
+        min_backoff: "1h".into(),
+        max_backoff: "2h".into(),
+        max_lifetime: "5d".into(),
+        log_level: "debug".into(),
+        metrics: Some(metrics_addr),
+        extra: String::new(),
+    };
+    std::fs::create_dir_all(&cfg.spool_dir)?;
+    let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
+    let with_logs = |e: anyhow::Error| {
+        e.context(format!(
+            "hopguard.log:\n{}\nunbound.log:\n{}",
+            hg.log(),
+            dns.unbound_log()
+        ))
+    };
+
+    let send = |to: &str| -> Result<String> {
+        let m = marker("dane");
+        let out = SwaksMail {
+            server: cfg.listen,
+            source: Some(client),
+            from: "sender@origin.test",
+            to,
+            tls: true,
+            marker: &m,
+        }
+        .send()?;
+        ensure!(out.success(), "submission to {to} failed:\n{}", out.output);
+        Ok(m)
+    };
+    let ee = send("u@ee.dane.test")?;
+    let ta_m = send("u@ta.dane.test")?;
+    let mismatch = send("u@mismatch.dane.test")?;
+    let unusable = send("u@unusable.dane.test")?;
+    let bogus_m = send("u@bogus.test")?;
+
+    let wait = Duration::from_secs(60);
+    ee_peer
+        .wait_for_message(|m| m.contains(&ee), wait)
+        .map_err(with_logs)?;
+    ca_peer
+        .wait_for_message(|m| m.contains(&ta_m), wait)
+        .map_err(with_logs)?;
+    ca_peer
+        .wait_for_message(|m| m.contains(&unusable), wait)
+        .map_err(with_logs)?;
+
+    // The refused ones are deferred with their reasons, and never arrive.
+    wait_until("the deferrals with their reasons", wait, || {
+        let list = hg.queue_list()?;
+        let ok = list.contains("u@mismatch.dane.test")
+            && list.contains("[tlsa-invalid]")
+            && list.contains("u@bogus.test")
+            && list.contains("[dnssec-invalid]");
+        Ok(ok.then_some(()))
+    })
+    .map_err(with_logs)
+    .with_context(|| hg.queue_list().unwrap_or_default())?;
+    ensure!(
+        !ee_peer.messages().iter().any(|m| m.contains(&mismatch)),
+        "TLSA mismatch delivered"
+    );
+    ensure!(
+        !ca_peer.messages().iter().any(|m| m.contains(&bogus_m)),
+        "bogus DNSSEC delivered"
+    );
+
+    // The evidence says how each hop was authenticated.
+    let text = metrics(metrics_addr)?;
+    for want in [
+        r#"verify="dane-ee",outcome="delivered""#,
+        r#"verify="dane-ta",outcome="delivered""#,
+        r#"verify="pkix",outcome="delivered""#,
+    ] {
+        ensure!(text.contains(want), "metrics lack {want}:\n{text}");
+    }
+    for reason in ["tlsa-invalid", "dnssec-invalid"] {
+        ensure!(
+            text.contains(&format!("reason=\"{reason}\"")),
+            "metrics lack {reason}:\n{text}"
+        );
+    }
+    Ok(())
+}
