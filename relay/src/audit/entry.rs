@@ -28,6 +28,8 @@ pub const CHECKPOINT_DOMAIN: &str = "hopguard-audit-checkpoint-v1";
 pub enum Entry {
     Hop(HopEntry),
     Checkpoint(CheckpointEntry),
+    /// Lawful-interception event; written only to the separate LI audit log (`intercept`).
+    Li(LiEntry),
 }
 
 impl Entry {
@@ -35,6 +37,7 @@ impl Entry {
         match self {
             Self::Hop(h) => h.seq,
             Self::Checkpoint(c) => c.seq,
+            Self::Li(l) => l.seq,
         }
     }
 
@@ -42,6 +45,7 @@ impl Entry {
         match self {
             Self::Hop(h) => &h.prev,
             Self::Checkpoint(c) => &c.prev,
+            Self::Li(l) => &l.prev,
         }
     }
 
@@ -49,6 +53,7 @@ impl Entry {
         match self {
             Self::Hop(h) => &h.time,
             Self::Checkpoint(c) => &c.time,
+            Self::Li(l) => &l.time,
         }
     }
 
@@ -56,6 +61,7 @@ impl Entry {
         match self {
             Self::Hop(h) => &h.node,
             Self::Checkpoint(c) => &c.node,
+            Self::Li(l) => &l.node,
         }
     }
 
@@ -112,6 +118,64 @@ pub struct TlsEntry {
     pub cert_sha256: Option<String>,
     #[serde(deserialize_with = "nullable")]
     pub spki_sha256: Option<String>,
+}
+
+/// What a lawful-interception audit line records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiEvent {
+    /// A warrant set was loaded (start-up, reload or admin); `warrants` = how many.
+    WarrantsLoaded,
+    /// A warrant set was refused (invalid, or file permissions); the previous set stays.
+    LoadRefused,
+    WarrantAdded,
+    WarrantChanged,
+    WarrantRemoved,
+    /// The warrant's `valid_until` has passed: it no longer matches.
+    WarrantExpired,
+    /// A copy of a message was queued durably for handover.
+    CopyQueued,
+    /// The mediation endpoint acknowledged the copy (or it was placed in the handover
+    /// directory); the local copy is deleted.
+    CopyHandedOver,
+    /// A copy could not be queued (e.g. the message file could not be read).
+    CopyFailed,
+}
+
+/// One lawful-interception event (LI audit log only). Data minimisation: never a target
+/// address, never message content. Optional fields are always present (`null` when unknown).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiEntry {
+    pub seq: u64,
+    pub prev: String,
+    pub time: String,
+    pub node: String,
+    pub event: LiEvent,
+    /// Lawful interception identifier of the warrant concerned.
+    #[serde(deserialize_with = "nullable")]
+    pub liid: Option<String>,
+    /// `file` or `admin` for provisioning events.
+    #[serde(deserialize_with = "nullable")]
+    pub source: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub queue_id: Option<String>,
+    /// `iri` or `iri+cc` for copy events.
+    #[serde(deserialize_with = "nullable")]
+    pub product: Option<String>,
+    /// Number of warrants in the set, for `warrants-loaded`.
+    #[serde(deserialize_with = "nullable")]
+    pub warrants: Option<u64>,
+}
+
+/// The content of an LI audit line, before the writer adds `seq`, `prev`, `time` and `node`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiRecord {
+    pub liid: Option<String>,
+    pub source: Option<String>,
+    pub queue_id: Option<String>,
+    pub product: Option<String>,
+    pub warrants: Option<u64>,
 }
 
 /// Why a checkpoint was written.

@@ -4,8 +4,9 @@
 //! without blocking, and one writer thread appends it to the day's JSON Lines file.
 //!
 //! Map of the module (the format is specified in docs/audit.md):
-//! - `entry`: the two line kinds (hop record, checkpoint), the hash chain link and the exact
-//!   bytes a checkpoint signs; `message_id_hash` (the keyed Message-ID hash).
+//! - `entry`: the line kinds (hop record, checkpoint, and `li` for the separate LI audit log of
+//!   `intercept`), the hash chain link and the exact bytes a checkpoint signs;
+//!   `message_id_hash` (the keyed Message-ID hash).
 //! - `files`: file names (`audit-YYYY-MM-DD.jsonl`), listing, permissions, reading lines.
 //! - `keys`: the node's Ed25519 audit key pair (PKCS#8 / SPKI PEM) and the Message-ID key.
 //! - `writer`: `AuditWriter`, the synchronous core (resume, append, rotate, checkpoint, fsync);
@@ -34,7 +35,7 @@ mod tests;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use entry::{message_id_hash, CheckpointReason};
+pub use entry::{message_id_hash, CheckpointReason, LiEvent, LiRecord};
 pub use keys::{
     generate_keypair, generate_message_id_key, load_message_id_key, load_signing_key,
     load_verifying_key,

@@ -141,6 +141,7 @@ fn untouched_log_verifies_across_rotation() {
         .map(|l| match Entry::parse(l).expect("parse") {
             Entry::Hop(_) => "hop".to_owned(),
             Entry::Checkpoint(c) => c.reason.as_str().to_owned(),
+            Entry::Li(_) => "li".to_owned(),
         })
         .collect();
     assert_eq!(kinds, ["hop", "hop", "hop", "interval", "hop", "rotation"]);

@@ -98,6 +98,10 @@ impl fmt::Display for VerifyFailure {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn as_display<S: Serializer, T: fmt::Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
 }
@@ -110,6 +114,9 @@ pub struct VerifyReport {
     pub files: Vec<String>,
     /// Hop records.
     pub records: u64,
+    /// Lawful-interception records (only in an LI audit log).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub li_records: u64,
     pub checkpoints: u64,
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
@@ -158,6 +165,9 @@ impl fmt::Display for VerifyReport {
                 }
                 writeln!(f, "  nodes: {}", self.nodes.join(", "))?;
                 writeln!(f, "  records: {} hop records", self.records)?;
+                if self.li_records > 0 {
+                    writeln!(f, "  li records: {}", self.li_records)?;
+                }
                 if let (Some(a), Some(b)) = (self.first_seq, self.last_seq) {
                     writeln!(f, "  seq: {a} .. {b}")?;
                 }
@@ -427,6 +437,10 @@ impl<'k> Walker<'k> {
         match entry {
             Entry::Hop(_) => {
                 r.records += 1;
+                r.unsigned_tail += 1;
+            }
+            Entry::Li(_) => {
+                r.li_records += 1;
                 r.unsigned_tail += 1;
             }
             Entry::Checkpoint(c) => {

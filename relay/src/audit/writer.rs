@@ -13,7 +13,7 @@ use ed25519_dalek::{Signer, SigningKey};
 
 use super::entry::{
     checkpoint_signed_bytes, format_time, key_id, line_hash, CheckpointEntry, CheckpointReason,
-    Entry, HopEntry, GENESIS_PREV, GENESIS_SEQ,
+    Entry, HopEntry, LiEntry, LiEvent, LiRecord, GENESIS_PREV, GENESIS_SEQ,
 };
 use super::files::{self, AuditFile};
 use super::log::AuditConfig;
@@ -114,6 +114,36 @@ impl AuditWriter {
         self.roll(now)?;
         let entry = HopEntry::from_hop(hop, &self.node, self.next_seq, self.prev.clone());
         self.write_entry(&Entry::Hop(entry), now)?;
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= self.checkpoint_every {
+            self.write_checkpoint(CheckpointReason::Interval, now)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one lawful-interception event (LI audit log; same chain, rotation and
+    /// checkpoints as hop records). Buffered: durable after the next `flush`.
+    pub fn append_li(
+        &mut self,
+        event: LiEvent,
+        record: LiRecord,
+        now: DateTime<Utc>,
+    ) -> Result<(), AuditError> {
+        self.usable()?;
+        self.roll(now)?;
+        let entry = LiEntry {
+            seq: self.next_seq,
+            prev: self.prev.clone(),
+            time: format_time(now),
+            node: self.node.clone(),
+            event,
+            liid: record.liid,
+            source: record.source,
+            queue_id: record.queue_id,
+            product: record.product,
+            warrants: record.warrants,
+        };
+        self.write_entry(&Entry::Li(entry), now)?;
         self.since_checkpoint += 1;
         if self.since_checkpoint >= self.checkpoint_every {
             self.write_checkpoint(CheckpointReason::Interval, now)?;
@@ -312,7 +342,7 @@ fn resume_state(listed: &[AuditFile]) -> Result<ChainState, AuditError> {
         }
         let entry = Entry::parse(&bytes).map_err(|e| damaged(Problem::not_json(&e)))?;
         let (unsigned_tail, closed, last_key_id) = match &entry {
-            Entry::Hop(_) => (true, false, None),
+            Entry::Hop(_) | Entry::Li(_) => (true, false, None),
             Entry::Checkpoint(c) => (
                 false,
                 // A later (empty) file is the open one.
