@@ -186,11 +186,17 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     }
     let outbound = Arc::new(Outbound::new(dns, spool.clone(), evidence.clone()));
     let queue = Queue::start(shared.clone(), spool.clone(), outbound.clone());
+    let intercept = config
+        .intercept
+        .start(config.node_id())
+        .await
+        .map_err(|e| anyhow::anyhow!("intercept: {}", e.redacted()))?;
     let ctx = Arc::new(InboundContext::new(
         shared.clone(),
         spool,
         queue.clone(),
         evidence.clone(),
+        intercept.clone(),
     ));
     let mut bound = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -232,6 +238,12 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         tokio::select! {
             _ = hup.recv() => {
                 reload(&path, &shared, &outbound);
+                if let Some(li) = &intercept {
+                    // The error names a LIID: only its redacted form reaches ordinary logs.
+                    if let Err(e) = li.reload_warrants() {
+                        error!(error = e.redacted(), "interception warrants not reloaded");
+                    }
+                }
                 declare_peers(&metrics, &shared.current());
             }
             _ = usr1.recv() => queue.rescan(),

@@ -74,6 +74,9 @@ pub struct Config {
     /// The tamper-evident hop audit log; absent: no audit log.
     #[serde(default)]
     pub audit: Option<Audit>,
+    /// The lawful-interception point (docs/lawful-interception.md); off by default.
+    #[serde(default)]
+    pub intercept: crate::intercept::InterceptSettings,
     #[serde(default = "default_log_level")]
     pub log_level: String,
 }
@@ -610,6 +613,30 @@ impl Config {
                 &format!("relay_domains[{i}].domain"),
                 "also listed in `routes`: configure it in one place".into(),
             );
+        }
+        if let Some(a) = &self.audit {
+            if a.checkpoint_every == 0 {
+                return err("audit.checkpoint_every", "must be at least 1".into());
+            }
+            crate::audit::load_signing_key(&a.key_file)
+                .map_err(|e| ("audit.key_file".to_string(), e.to_string()))?;
+            if let Some(k) = &a.message_id_key_file {
+                crate::audit::load_message_id_key(k)
+                    .map_err(|e| ("audit.message_id_key_file".to_string(), e.to_string()))?;
+            }
+        }
+        if self.intercept.enabled {
+            let li = &self.intercept;
+            if li.spool_dir.as_deref() == Some(self.spool_dir.as_path()) {
+                return err("intercept.spool_dir", "must differ from spool_dir".into());
+            }
+            if let (Some(a), Some(d)) = (&self.audit, &li.audit_dir) {
+                if a.dir == *d {
+                    return err("intercept.audit_dir", "must differ from audit.dir".into());
+                }
+            }
+            li.to_config(self.node_id())
+                .map_err(|e| ("intercept".to_string(), e.redacted().to_string()))?;
         }
         if let Err(e) = self
             .log_level

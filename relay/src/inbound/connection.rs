@@ -460,9 +460,16 @@ async fn commit(
         return Reply::spool_failure();
     };
     env.message_id_hash = message_id.and_then(|m| ctx.evidence.message_id_hash(&m));
+    let size = inc.written();
     match inc.commit(env.clone()).await {
         Ok(committed) => {
             let id = committed.id().to_string();
+            if let Some(li) = &ctx.intercept {
+                // After the message is durable; never delays or alters it.
+                env.id = id.clone();
+                env.size = size;
+                li.on_accepted(&env, &ctx.spool.msg_path(&id));
+            }
             info!(
                 queue_id = %id,
                 peer = session.peer().unwrap_or("other"),

@@ -26,6 +26,8 @@ pub struct InboundContext {
     pub spool: Spool,
     pub queue: QueueHandle,
     pub evidence: Arc<Evidence>,
+    /// The lawful-interception point; None when disabled (no copy is ever taken).
+    pub intercept: Option<Arc<crate::intercept::Intercept>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Arc<Semaphore>,
 }
@@ -36,6 +38,7 @@ impl InboundContext {
         spool: Spool,
         queue: QueueHandle,
         evidence: Arc<Evidence>,
+        intercept: Option<Arc<crate::intercept::Intercept>>,
     ) -> Self {
         let max = config.current().inbound.max_connections;
         Self {
@@ -43,6 +46,7 @@ impl InboundContext {
             spool,
             queue,
             evidence,
+            intercept,
             per_ip: Mutex::new(HashMap::new()),
             total: Arc::new(Semaphore::new(max)),
         }
