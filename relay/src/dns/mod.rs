@@ -126,6 +126,32 @@ impl Dns {
         }
     }
 
+    /// The TXT strings at `name` (each record's strings joined). No record or NXDOMAIN: empty.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsFailure> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.resolver.lookup(fqdn.as_str(), RecordType::TXT).await {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(t) => Some(
+                        t.txt_data
+                            .iter()
+                            .map(|b| String::from_utf8_lossy(b).into_owned())
+                            .collect::<String>(),
+                    ),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) => match classify(name, &e) {
+                Classified::NoRecords | Classified::Failure(DnsFailure::NoSuchDomain(_)) => {
+                    Ok(Vec::new())
+                }
+                Classified::Failure(f) => Err(f),
+            },
+        }
+    }
+
     /// A and AAAA addresses of a host, IPv4 first.
     pub async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
         if let Ok(ip) = host.parse::<IpAddr>() {

@@ -79,6 +79,8 @@ pub struct Metrics {
     pub certificate_expiry: Family<PeerMx, FloatGauge>,
     pub build_info: Family<BuildInfo, Gauge>,
     pub start_time: FloatGauge,
+    pub mta_sts_cache_entries: Gauge,
+    pub mta_sts_fetch_failures: Family<Failure, Counter>,
     pub audit_healthy: Gauge,
     pub audit_dropped: Counter,
     known_peers: std::sync::Mutex<Vec<String>>,
@@ -116,6 +118,8 @@ impl Metrics {
             certificate_expiry: Family::default(),
             build_info: Family::default(),
             start_time: FloatGauge::default(),
+            mta_sts_cache_entries: Gauge::default(),
+            mta_sts_fetch_failures: Family::default(),
             audit_healthy: Gauge::default(),
             audit_dropped: Counter::default(),
             known_peers: std::sync::Mutex::new(Vec::new()),
@@ -179,6 +183,16 @@ impl Metrics {
             "Unix time the relay process started (counters reset then)",
             Unit::Seconds,
             m.start_time.clone(),
+        );
+        r.register(
+            "mta_sts_cache_entries",
+            "MTA-STS policies held in the persistent cache",
+            m.mta_sts_cache_entries.clone(),
+        );
+        r.register(
+            "mta_sts_fetch_failures",
+            "Failed MTA-STS policy fetches by destination peer and RFC 8460 result type (direction is always outbound)",
+            m.mta_sts_fetch_failures.clone(),
         );
         r.register("audit_healthy", "1 while the audit log takes every hop record (or is not configured); 0: records are being dropped — alert", m.audit_healthy.clone());
         r.register(
@@ -307,6 +321,18 @@ impl Metrics {
                 mx: mx.to_string(),
             })
             .set(not_after as f64);
+    }
+
+    /// An MTA-STS policy fetch failed (`sts-policy-fetch-error`, `sts-policy-invalid`,
+    /// `sts-webpki-invalid`).
+    pub fn mta_sts_fetch_failed(&self, peer: &str, reason: hopguard_policy::ResultType) {
+        self.mta_sts_fetch_failures
+            .get_or_create(&Failure {
+                peer: peer.to_string(),
+                direction: "outbound".into(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
     }
 
     /// One message result for a destination (delivered, deferred or bounced).
@@ -451,6 +477,7 @@ mod tests {
         m.init_peers(&[("peer-a".into(), "required", "verify")]);
         m.session_ended("peer-a", "none");
         m.certificate_seen("peer-a", "mx.peer-a.test", 2_000_000_000);
+        m.mta_sts_fetch_failed("peer-a", hopguard_policy::ResultType::StsPolicyFetchError);
         m.certificate_seen("other", "mx.elsewhere.test", 2_000_000_000);
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);

@@ -4,6 +4,7 @@
 pub mod certinfo;
 pub mod client;
 pub mod emit;
+pub mod mta_sts;
 pub mod route;
 pub mod tls;
 
@@ -102,6 +103,7 @@ impl Pool {
 }
 
 pub struct Outbound {
+    pub mta_sts: mta_sts::MtaSts,
     pub dns: Dns,
     pub pool: Pool,
     pub spool: Spool,
@@ -170,6 +172,7 @@ fn from_client_error(e: &ClientError) -> Failure {
 impl Outbound {
     pub fn new(dns: Dns, spool: Spool, evidence: Arc<Evidence>) -> Self {
         Self {
+            mta_sts: mta_sts::MtaSts::new(dns.clone(), spool.root().join("mta-sts"), 443),
             dns,
             pool: Pool::default(),
             spool,
@@ -256,15 +259,25 @@ impl Outbound {
             }
         }
 
-        let route = match route::plan(&self.dns, loaded, domain, env.requiretls).await {
-            Ok(r) => r,
-            Err(res) => {
-                if let RcptResult::Temporary(f) | RcptResult::Permanent(f) = &res {
-                    self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
+        let route =
+            match route::plan(&self.dns, &self.mta_sts, loaded, domain, env.requiretls).await {
+                Ok(r) => r,
+                Err(res) => {
+                    if let RcptResult::Temporary(f) | RcptResult::Permanent(f) = &res {
+                        self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
+                    }
+                    return all(res);
                 }
-                return all(res);
-            }
-        };
+            };
+        if let Some(reason) = route.sts_failure {
+            self.evidence
+                .metrics
+                .mta_sts_fetch_failed(&Self::peer_label(loaded, domain), reason);
+        }
+        self.evidence
+            .metrics
+            .mta_sts_cache_entries
+            .set(self.mta_sts.cache_entries() as i64);
         for f in &route.refused {
             self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
         }

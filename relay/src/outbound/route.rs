@@ -36,6 +36,8 @@ pub struct Candidate {
 pub struct Route {
     pub candidates: Vec<Candidate>,
     pub refused: Vec<Failure>,
+    /// An MTA-STS policy fetch that failed on the way (for the metrics).
+    pub sts_failure: Option<ResultType>,
 }
 
 fn route_level(level: RouteLevel) -> RouteTls {
@@ -58,6 +60,7 @@ fn tls_failure(reason: ResultType, status: &str, text: String) -> Failure {
 
 pub async fn plan(
     dns: &Dns,
+    mta_sts: &super::mta_sts::MtaSts,
     loaded: &Loaded,
     domain: &str,
     requiretls: bool,
@@ -86,6 +89,7 @@ pub async fn plan(
                     addrs: None,
                 }],
                 refused: Vec::new(),
+                sts_failure: None,
             }),
             Err(refusal) => Err(RcptResult::Temporary(failure(
                 451,
@@ -210,7 +214,14 @@ pub async fn plan(
     }
 
     let charter = peer.as_ref().map(|p| CharterPolicy::new(p.clone()));
-    let sts = StsState::NoPolicy;
+    let (pkix, _) = loaded.outbound_tls.config_for(
+        &HopTls::Pkix {
+            name: String::new(),
+            trust: hopguard_policy::PkixTrust::webpki(),
+        },
+        "",
+    );
+    let (sts, sts_failure): (StsState, Option<ResultType>) = mta_sts.state(domain, pkix).await;
     let decision = decide_hop(&HopInput {
         domain,
         mx_status: mx.status,
@@ -261,6 +272,7 @@ pub async fn plan(
     Ok(Route {
         candidates,
         refused,
+        sts_failure,
     })
 }
 

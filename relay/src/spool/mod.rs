@@ -139,6 +139,11 @@ impl Spool {
         is_queue_id(id) && self.env_path(id).exists()
     }
 
+    /// The spool's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn queue_dir(&self) -> PathBuf {
         self.root.join("queue")
     }
