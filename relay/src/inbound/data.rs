@@ -115,7 +115,20 @@ impl DataDecoder {
 
     /// Decodes `input`, appending message bytes to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Fed {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            // Fast path: inside a line, copy everything up to the next CR or LF at once.
+            if self.state == State::InLine {
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                if run > 0 {
+                    self.emit(out, &input[i..i + run]);
+                    self.bump_line(run);
+                    i += run;
+                    continue;
+                }
+            }
+            let b = input[i];
+            i += 1;
             match self.state {
                 State::LineStart => {
                     if b == b'.' {
@@ -136,7 +149,7 @@ impl DataDecoder {
                 State::DotCr => {
                     if b == b'\n' {
                         return Fed {
-                            consumed: i + 1,
+                            consumed: i,
                             done: true,
                         };
                     }
@@ -293,6 +306,80 @@ mod tests {
         assert_eq!(&payload[fed.consumed..], b"QUIT\r\n");
         assert_eq!(defect, Some(DataDefect::BareCrOrLf));
         assert!(out.is_empty() || !out.ends_with(b"QUIT\r\n"));
+    }
+
+    /// The decoder against a plain statement of the rules, for every input of up to 8 bytes
+    /// over {a . CR LF} and every split point: where DATA ends, whether a bare CR/LF is found,
+    /// and (without defects) the unstuffed message.
+    #[test]
+    fn matches_the_rules_exhaustively() {
+        fn reference(input: &[u8]) -> (Option<usize>, bool, Vec<u8>) {
+            // Data ends at the first CRLF.CRLF, the first CRLF possibly being the virtual one
+            // that ended the DATA command.
+            let framed: Vec<u8> = [b"\r\n".as_slice(), input].concat();
+            let end = framed
+                .windows(5)
+                .position(|w| w == b"\r\n.\r\n")
+                .map(|p| p + 5 - 2);
+            let body = match end {
+                Some(e) => &input[..e - 3],
+                None => input,
+            };
+            let bare = body.iter().enumerate().any(|(i, &b)| {
+                (b == b'\n' && (i == 0 || body[i - 1] != b'\r'))
+                    || (b == b'\r'
+                        && body.get(i + 1) != Some(&b'\n')
+                        && !(end.is_none() && i + 1 == body.len()))
+            });
+            let mut out = Vec::new();
+            if end.is_some() {
+                for line in body.split_inclusive(|&b| b == b'\n') {
+                    out.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+                }
+            }
+            (end, bare, out)
+        }
+        let alphabet = [b'a', b'.', b'\r', b'\n'];
+        for len in 0..=8u32 {
+            for n in 0..4u32.pow(len) {
+                let mut input = Vec::new();
+                let mut k = n;
+                for _ in 0..len {
+                    input.push(alphabet[(k % 4) as usize]);
+                    k /= 4;
+                }
+                let (end, bare, want_out) = reference(&input);
+                for split in 0..=input.len() {
+                    let mut d = DataDecoder::new(1000, 1 << 20);
+                    let mut out = Vec::new();
+                    let a = d.feed(&input[..split], &mut out);
+                    let fed = if a.done {
+                        a
+                    } else {
+                        let b = d.feed(&input[split..], &mut out);
+                        Fed {
+                            consumed: split + b.consumed,
+                            done: b.done,
+                        }
+                    };
+                    assert_eq!(
+                        fed.done.then_some(fed.consumed),
+                        end,
+                        "end of {input:?} split {split}"
+                    );
+                    if fed.done {
+                        assert_eq!(
+                            d.defect() == Some(DataDefect::BareCrOrLf),
+                            bare,
+                            "bare in {input:?}"
+                        );
+                        if !bare {
+                            assert_eq!(out, want_out, "output of {input:?} split {split}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

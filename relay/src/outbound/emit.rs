@@ -24,7 +24,19 @@ impl Stuffer {
     /// Encodes `input`, appending wire bytes to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         out.reserve(input.len() + input.len() / 64 + 2);
-        for &b in input {
+        let mut i = 0;
+        while i < input.len() {
+            // Fast path: in the middle of a line, copy up to the next CR or LF at once.
+            if !self.pending_cr && !self.at_line_start {
+                let run = memchr::memchr2(b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                if run > 0 {
+                    out.extend_from_slice(&input[i..i + run]);
+                    i += run;
+                    continue;
+                }
+            }
+            let b = input[i];
+            i += 1;
             if self.pending_cr {
                 self.pending_cr = false;
                 // CR followed by anything: the line ends here (bare CR becomes CRLF).
