@@ -9,6 +9,7 @@
 //! | mismatch.dane.test  | 3 1 1 of another key                 | other CA                      | deferred, tlsa-invalid   |
 //! | unusable.dane.test  | only PKIX-EE (1 1 1): unusable       | test CA, MX name              | delivered, PKIX          |
 //! | bogus.test          | MX tampered after signing            | —                             | deferred, dnssec-invalid |
+//! | nullmx.dane.test    | (null MX, RFC 7505)                  | —                             | bounced at once (5.1.10) |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -71,7 +72,9 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         ))
         .mx("unusable.dane.test", 10, "mx.unusable.dane.test")
         .a("mx.unusable.dane.test", ca_addr)
-        .raw(&tlsa_record(25, "mx.unusable.dane.test", 1, 1, 1, &ee_key));
+        .raw(&tlsa_record(25, "mx.unusable.dane.test", 1, 1, 1, &ee_key))
+        // RFC 7505 null MX: the domain accepts no mail.
+        .raw("nullmx.dane.test. IN MX 0 .");
     let bogus = Zone::new("bogus.test.")
         .mx("bogus.test", 10, "mx.bogus.test")
         .a("mx.bogus.test", ca_addr);
@@ -156,6 +159,7 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     let mismatch = send("u@mismatch.dane.test")?;
     let unusable = send("u@unusable.dane.test")?;
     let bogus_m = send("u@bogus.test")?;
+    let _null = send("u@nullmx.dane.test")?;
 
     let wait = Duration::from_secs(60);
     ee_peer
@@ -197,6 +201,22 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     ] {
         ensure!(text.contains(want), "metrics lack {want}:\n{text}");
     }
+    // The null-MX message bounced at once: no longer queued for that recipient, a DSN queued
+    // to the sender (origin.test does not exist in this scene, so that DSN is dropped in turn:
+    // a DSN is never bounced).
+    let list = hg.queue_list()?;
+    ensure!(
+        !list.contains("u@nullmx.dane.test"),
+        "null MX recipient still queued:\n{list}"
+    );
+    ensure!(
+        hg.log().contains("DSN queued to sender"),
+        "no DSN for the null MX bounce"
+    );
+    ensure!(
+        text.contains(r#"outcome="bounced""#),
+        "no bounce in the metrics:\n{text}"
+    );
     for reason in ["tlsa-invalid", "dnssec-invalid"] {
         ensure!(
             text.contains(&format!("reason=\"{reason}\"")),
