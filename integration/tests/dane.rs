@@ -217,6 +217,10 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         text.contains(r#"outcome="bounced""#),
         "no bounce in the metrics:\n{text}"
     );
+    ensure!(
+        text.contains(r#"hopguard_dnssec_bogus_answers_total{peer="other"}"#),
+        "bogus answers not counted:\n{text}"
+    );
     for reason in ["tlsa-invalid", "dnssec-invalid"] {
         ensure!(
             text.contains(&format!("reason=\"{reason}\"")),

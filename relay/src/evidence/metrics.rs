@@ -79,6 +79,7 @@ pub struct Metrics {
     pub certificate_expiry: Family<PeerMx, FloatGauge>,
     pub build_info: Family<BuildInfo, Gauge>,
     pub start_time: FloatGauge,
+    pub dnssec_bogus_answers: Family<PeerOnly, Counter>,
     pub mta_sts_cache_entries: Gauge,
     pub mta_sts_fetch_failures: Family<Failure, Counter>,
     pub audit_healthy: Gauge,
@@ -118,6 +119,7 @@ impl Metrics {
             certificate_expiry: Family::default(),
             build_info: Family::default(),
             start_time: FloatGauge::default(),
+            dnssec_bogus_answers: Family::default(),
             mta_sts_cache_entries: Gauge::default(),
             mta_sts_fetch_failures: Family::default(),
             audit_healthy: Gauge::default(),
@@ -183,6 +185,11 @@ impl Metrics {
             "Unix time the relay process started (counters reset then)",
             Unit::Seconds,
             m.start_time.clone(),
+        );
+        r.register(
+            "dnssec_bogus_answers",
+            "DNS answers the validating resolver rejected as bogus (SERVFAIL) for MX, address or TLSA lookups, by destination peer",
+            m.dnssec_bogus_answers.clone(),
         );
         r.register(
             "mta_sts_cache_entries",
@@ -321,6 +328,15 @@ impl Metrics {
                 mx: mx.to_string(),
             })
             .set(not_after as f64);
+    }
+
+    /// DNSSEC-bogus answers met while routing to a destination.
+    pub fn dnssec_bogus(&self, peer: &str, n: u32) {
+        self.dnssec_bogus_answers
+            .get_or_create(&PeerOnly {
+                peer: peer.to_string(),
+            })
+            .inc_by(u64::from(n));
     }
 
     /// An MTA-STS policy fetch failed (`sts-policy-fetch-error`, `sts-policy-invalid`,
@@ -478,6 +494,7 @@ mod tests {
         m.session_ended("peer-a", "none");
         m.certificate_seen("peer-a", "mx.peer-a.test", 2_000_000_000);
         m.mta_sts_fetch_failed("peer-a", hopguard_policy::ResultType::StsPolicyFetchError);
+        m.dnssec_bogus("peer-a", 1);
         m.certificate_seen("other", "mx.elsewhere.test", 2_000_000_000);
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);

@@ -259,16 +259,30 @@ impl Outbound {
             }
         }
 
-        let route =
-            match route::plan(&self.dns, &self.mta_sts, loaded, domain, env.requiretls).await {
-                Ok(r) => r,
-                Err(res) => {
-                    if let RcptResult::Temporary(f) | RcptResult::Permanent(f) = &res {
-                        self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
-                    }
-                    return all(res);
+        let mut bogus = 0;
+        let planned = route::plan(
+            &self.dns,
+            &self.mta_sts,
+            loaded,
+            domain,
+            env.requiretls,
+            &mut bogus,
+        )
+        .await;
+        if bogus > 0 {
+            self.evidence
+                .metrics
+                .dnssec_bogus(&Self::peer_label(loaded, domain), bogus);
+        }
+        let route = match planned {
+            Ok(r) => r,
+            Err(res) => {
+                if let RcptResult::Temporary(f) | RcptResult::Permanent(f) = &res {
+                    self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
                 }
-            };
+                return all(res);
+            }
+        };
         if let Some(reason) = route.sts_failure {
             self.evidence
                 .metrics

@@ -64,6 +64,7 @@ pub async fn plan(
     loaded: &Loaded,
     domain: &str,
     requiretls: bool,
+    bogus: &mut u32,
 ) -> Result<Route, RcptResult> {
     let cfg = &loaded.config;
     let route = cfg.route_for(domain);
@@ -101,6 +102,7 @@ pub async fn plan(
 
     // MX with its DNSSEC status.
     let mx = dns.secure(domain, RecordType::MX).await;
+    *bogus += u32::from(mx.status == DnssecStatus::Bogus);
     match mx.status {
         DnssecStatus::Bogus => {
             return Err(RcptResult::Temporary(tls_failure(
@@ -163,6 +165,8 @@ pub async fn plan(
             dns.secure(host, RecordType::A),
             dns.secure(host, RecordType::AAAA)
         );
+        *bogus += u32::from(a.status == DnssecStatus::Bogus)
+            + u32::from(aaaa.status == DnssecStatus::Bogus);
         let mut ips: Vec<IpAddr> = a
             .records
             .iter()
@@ -180,6 +184,7 @@ pub async fn plan(
             let t = dns
                 .secure(&format!("_25._tcp.{host}"), RecordType::TLSA)
                 .await;
+            *bogus += u32::from(t.status == DnssecStatus::Bogus);
             // RFC 7672 §2.2.2: TLSA counts only for a host whose address records are secure.
             let status = if t.status == DnssecStatus::Secure && !addr_secure {
                 DnssecStatus::Insecure
