@@ -3,6 +3,7 @@
 //! Unknown keys and duplicate keys are errors (serde-saphyr reports line and column). Every
 //! default lives in `defaults.rs` and is listed in docs/config.md.
 
+pub mod charter;
 pub mod defaults;
 pub mod duration;
 mod shared;
@@ -189,6 +190,9 @@ pub struct Peer {
     pub client_networks: Vec<IpNet>,
     #[serde(default)]
     pub inbound_tls: InboundTls,
+    /// What every outbound hop to this peer must achieve (absent: the route level).
+    #[serde(default)]
+    pub outbound: Option<charter::PeerOutbound>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -518,6 +522,12 @@ impl Config {
 
         let mut names = HashSet::new();
         let mut peer_domains = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if let Some(o) = &p.outbound {
+                o.to_policy(&p.name)
+                    .map_err(|(k, m)| (format!("peers[{i}].{k}"), m))?;
+            }
+        }
         for (i, p) in self.peers.iter_mut().enumerate() {
             let valid = !p.name.is_empty()
                 && p.name != "other"

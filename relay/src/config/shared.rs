@@ -13,6 +13,8 @@ pub struct Loaded {
     pub config: Arc<Config>,
     pub acceptors: Vec<Arc<ServerConfig>>,
     pub outbound_tls: OutboundTls,
+    /// Each charter peer's outbound policy, by peer name (validated at load).
+    pub charters: std::collections::HashMap<String, hopguard_policy::CharterPolicy>,
 }
 
 impl Loaded {
@@ -31,10 +33,21 @@ impl Loaded {
         }
         let outbound_tls = OutboundTls::new(config.tls.system_roots, config.tls.ca_file.as_deref())
             .map_err(|e| invalid("tls", e.to_string()))?;
+        let mut charters = std::collections::HashMap::new();
+        for p in &config.peers {
+            let policy = match &p.outbound {
+                Some(o) => o
+                    .to_policy(&p.name)
+                    .map_err(|(k, m)| invalid(&format!("peers.{}.{k}", p.name), m))?,
+                None => hopguard_policy::CharterPolicy::new(p.name.clone()),
+            };
+            charters.insert(p.name.clone(), policy);
+        }
         Ok(Self {
             config: Arc::new(config),
             acceptors,
             outbound_tls,
+            charters,
         })
     }
 }

@@ -172,3 +172,47 @@ fn next_hop_parsing() {
         assert!(NextHop::parse(bad, 25).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn charter_outbound_policies_are_validated() {
+    let (d, y) = fixture();
+    let ca = d.path().join("cert.pem"); // any PEM certificate will do as a pinned CA
+    let ok = format!(
+        "{y}peers:\n  - name: peer-a\n    domains: [peer-a.test]\n    outbound:\n      require: verify\n      ca_file: {}\n      spki_pins: [\"{}\"]\n      mx: [\"*.peer-a.test\"]\n      min_tls: TLSv1.3\n      report_only: true\n",
+        ca.display(),
+        "ab".repeat(32)
+    );
+    let c = parse(&ok).unwrap();
+    let p = c.peers[0]
+        .outbound
+        .as_ref()
+        .unwrap()
+        .to_policy("peer-a")
+        .unwrap();
+    assert!(p.report_only);
+    assert_eq!(p.min_tls, hopguard_policy::TlsVersion::Tls13);
+    assert!(
+        matches!(p.require, Some(hopguard_policy::CharterRequirement::Verify(ref t)) if t.is_pinned())
+    );
+    let rows = [
+        (
+            "require: dane\n      ca_file: /nonexistent.pem",
+            "peers[0].outbound.ca_file",
+        ),
+        (
+            "require: verify\n      spki_pins: [\"xyz\"]",
+            "peers[0].outbound.spki_pins[0]",
+        ),
+        (
+            "require: verify\n      ca_file: /nonexistent.pem",
+            "peers[0].outbound.ca_file",
+        ),
+        ("require: sometimes", "require"),
+        ("min_tls: TLSv1.1", "min_tls"),
+    ];
+    for (outbound, key) in rows {
+        let yaml = format!("{y}peers:\n  - name: peer-a\n    domains: [peer-a.test]\n    outbound:\n      {outbound}\n");
+        let err = parse(&yaml).unwrap_err().to_string();
+        assert!(err.contains(key), "expected {key} in: {err}");
+    }
+}

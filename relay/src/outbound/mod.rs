@@ -322,7 +322,10 @@ impl Outbound {
             };
             for ip in addrs {
                 let addr = SocketAddr::new(ip, c.port);
-                let (tls_cfg, dane) = loaded.outbound_tls.config_for(&c.tls, &c.reference_name);
+                let (tls_cfg, dane) =
+                    loaded
+                        .outbound_tls
+                        .config_for(&c.tls, &c.reference_name, c.min_tls);
                 let mut session = match client::establish(
                     addr,
                     &c.reference_name,

@@ -28,6 +28,8 @@ pub struct Candidate {
     pub reference_name: String,
     pub tls: HopTls,
     pub source: PolicySource,
+    /// The lowest TLS version accepted (a charter peer's `min_tls`).
+    pub min_tls: hopguard_policy::TlsVersion,
     /// Addresses already resolved (with their DNSSEC status checked), if any.
     pub addrs: Option<Vec<IpAddr>>,
 }
@@ -87,6 +89,7 @@ pub async fn plan(
                     reference_name: name,
                     tls: HopTls::from(required),
                     source,
+                    min_tls: hopguard_policy::TlsVersion::Tls12,
                     addrs: None,
                 }],
                 refused: Vec::new(),
@@ -218,13 +221,20 @@ pub async fn plan(
         addrs.push(ips);
     }
 
-    let charter = peer.as_ref().map(|p| CharterPolicy::new(p.clone()));
+    let charter = peer.as_ref().map(|p| {
+        loaded
+            .charters
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| CharterPolicy::new(p.clone()))
+    });
     let (pkix, _) = loaded.outbound_tls.config_for(
         &HopTls::Pkix {
             name: String::new(),
             trust: hopguard_policy::PkixTrust::webpki(),
         },
         "",
+        hopguard_policy::TlsVersion::Tls12,
     );
     let (sts, sts_failure): (StsState, Option<ResultType>) = mta_sts.state(domain, pkix).await;
     let decision = decide_hop(&HopInput {
@@ -250,6 +260,7 @@ pub async fn plan(
                 reference_name: host_decision.host.clone(),
                 tls: plan.tls.clone(),
                 source: plan.source,
+                min_tls: plan.min_tls,
                 addrs: (!ips.is_empty()).then_some(ips),
             }),
             Err(refusal) => {

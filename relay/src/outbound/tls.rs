@@ -7,8 +7,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use hopguard_policy::{DaneOutcome, DaneVerifier, HopTls as Plan, ResultType};
+use hopguard_policy::{
+    DaneOutcome, DaneVerifier, HopTls as Plan, PinnedVerifier, ResultType, TlsVersion,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
@@ -26,6 +29,8 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsConf
 pub struct OutboundTls {
     pkix: Arc<ClientConfig>,
     encrypt: Arc<ClientConfig>,
+    /// The PKIX anchors (system roots + `tls.ca_file`), for per-hop configurations.
+    roots: Arc<RootCertStore>,
 }
 
 impl OutboundTls {
@@ -58,7 +63,7 @@ impl OutboundTls {
                 .with_no_client_auth()
         } else {
             builder()?
-                .with_root_certificates(roots)
+                .with_root_certificates(roots.clone())
                 .with_no_client_auth()
         };
         let encrypt = builder()?
@@ -68,6 +73,7 @@ impl OutboundTls {
         Ok(Self {
             pkix: Arc::new(pkix),
             encrypt: Arc::new(encrypt),
+            roots: Arc::new(roots),
         })
     }
 
@@ -77,22 +83,65 @@ impl OutboundTls {
         &self,
         plan: &Plan,
         mx_host: &str,
+        min_tls: TlsVersion,
     ) -> (Arc<ClientConfig>, Option<DaneOutcome>) {
+        let provider = crypto_provider();
+        let with = |verifier: Arc<dyn ServerCertVerifier>| {
+            ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(min_tls.protocol_versions())
+                .map(|b| {
+                    Arc::new(
+                        b.dangerous()
+                            .with_custom_certificate_verifier(verifier)
+                            .with_no_client_auth(),
+                    )
+                })
+        };
+        // A charter peer's pinned CA / SPKI pins, or a TLS 1.3 floor: a configuration of its own.
+        if let Plan::Pkix { trust, .. } = plan {
+            if trust.is_pinned() || min_tls == TlsVersion::Tls13 {
+                let roots = if trust.pinned_ca.is_empty() {
+                    self.roots.clone()
+                } else {
+                    let mut r = RootCertStore::empty();
+                    for c in &trust.pinned_ca {
+                        let _ = r.add(c.clone());
+                    }
+                    Arc::new(r)
+                };
+                let built = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                    .build()
+                    .ok()
+                    .map(|v| -> Arc<dyn ServerCertVerifier> {
+                        if trust.spki_pins.is_empty() {
+                            v
+                        } else {
+                            Arc::new(PinnedVerifier::new(v, trust.spki_pins.clone()))
+                        }
+                    })
+                    .and_then(|v| with(v).ok());
+                // No usable anchors: fail closed.
+                let config = built.unwrap_or_else(|| {
+                    with(Arc::new(NoAnchors(provider.clone())))
+                        .unwrap_or_else(|_| self.pkix.clone())
+                });
+                return (config, None);
+            }
+        }
+        if min_tls == TlsVersion::Tls13 {
+            if let Plan::Encrypt | Plan::Opportunistic = plan {
+                if let Ok(c) = with(Arc::new(EncryptOnly(provider.clone()))) {
+                    return (c, None);
+                }
+            }
+        }
         match plan {
             Plan::Dane { usable, tlsa_base } => {
-                let provider = crypto_provider();
                 let verifier =
                     DaneVerifier::new(usable.clone(), mx_host, tlsa_base.clone(), provider.clone());
                 let outcome = verifier.outcome();
-                let config = ClientConfig::builder_with_provider(provider)
-                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-                    .map(|b| {
-                        b.dangerous()
-                            .with_custom_certificate_verifier(Arc::new(verifier))
-                            .with_no_client_auth()
-                    });
-                match config {
-                    Ok(c) => (Arc::new(c), Some(outcome)),
+                match with(Arc::new(verifier)) {
+                    Ok(c) => (c, Some(outcome)),
                     // Cannot happen with the ring provider's TLS 1.2/1.3; fail closed (PKIX with
                     // no DANE outcome is refused by the client for a DANE plan).
                     Err(_) => (self.pkix.clone(), Some(outcome)),
