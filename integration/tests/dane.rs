@@ -227,5 +227,27 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
             "metrics lack {reason}:\n{text}"
         );
     }
+    // `hopguard check` reports the same verdicts before any mail is sent.
+    let conf = hg.config_path().display().to_string();
+    let out = hg.run_cli(&["check", "ee.dane.test", "--config", &conf])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(out.status.success(), "check ee.dane.test failed:\n{text}");
+    ensure!(
+        text.contains("TLSA secure") && text.contains("verified by dane-ee"),
+        "{text}"
+    );
+    let out = hg.run_cli(&["check", "mismatch.dane.test", "--config", &conf])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.code() == Some(1),
+        "check must fail for a TLSA mismatch:\n{text}"
+    );
+    ensure!(text.contains("[tlsa-invalid]"), "{text}");
+    let out = hg.run_cli(&["check", "bogus.test", "--config", &conf])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.code() == Some(1) && text.contains("bogus"),
+        "{text}"
+    );
     Ok(())
 }

@@ -39,6 +39,13 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Show the MX set, DNSSEC status, TLSA records, MTA-STS policy and the required TLS per
+    /// next hop for DOMAIN, and probe each one (no mail is sent). Exit 1 if a policy would fail.
+    Check {
+        domain: String,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The hop audit log: make keys, verify a copy of the log.
     Audit {
         #[command(subcommand)]
@@ -109,6 +116,11 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::Check { domain, config } => match check_domain(&config, &domain) {
+            Ok(true) => Ok(()),
+            Ok(false) => return std::process::ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Config {
             command: ConfigCommand::Check { file },
         } => check(&file),
@@ -146,6 +158,26 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn check_domain(path: &Path, domain: &str) -> anyhow::Result<bool> {
+    let loaded = Loaded::load(path)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async {
+        let cfg = &loaded.config;
+        let dns = Dns::new(&cfg.dns.resolvers, cfg.dns.timeout.0)?;
+        // A scratch MTA-STS cache: a check never changes the relay's own cache.
+        let scratch = std::env::temp_dir().join(format!("hopguard-check-{}", std::process::id()));
+        let sts = crate::outbound::mta_sts::MtaSts::new(dns.clone(), scratch.clone(), 443);
+        let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        let (report, ok) = crate::outbound::check::check(&dns, &sts, &loaded, &domain).await;
+        let _ = std::fs::remove_dir_all(&scratch);
+        print!("{report}");
+        Ok(ok)
+    })
 }
 
 fn check(file: &Path) -> anyhow::Result<()> {

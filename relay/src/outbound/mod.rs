@@ -2,6 +2,7 @@
 //! establish a session that satisfies it, deliver, and keep the session for the next message.
 
 pub mod certinfo;
+pub mod check;
 pub mod client;
 pub mod emit;
 pub mod mta_sts;
