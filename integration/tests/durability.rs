@@ -61,10 +61,10 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
         (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
     })?;
     let msg_sync = pos("fsync of the data file", &|l| {
-        l.contains("fsync(") && l.contains(&format!("{id}.msg>"))
+        (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("{id}.msg>"))
     })?;
     let env_sync = pos("fsync of the envelope", &|l| {
-        l.contains("fsync(") && l.contains(&format!("tmp/{id}.env>"))
+        (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("tmp/{id}.env>"))
     })?;
     let msg_rename = pos("rename of the data file", &|l| {
         l.contains("rename") && l.contains(&format!("queue/{id}.msg"))

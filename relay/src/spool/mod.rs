@@ -2,8 +2,8 @@
 //!
 //! Layout under `spool_dir`: `tmp/` (being received), `queue/ID.msg` (message bytes as
 //! received, with our Received header prepended) and `queue/ID.env` (JSON envelope). A message
-//! exists once its `.env` is in `queue/`: `commit` writes and fsyncs the data file, writes and
-//! fsyncs the envelope, renames both into `queue/` (data first) and fsyncs the directory. Only
+//! exists once its `.env` is in `queue/`: `commit` writes and fdatasyncs the data file (its data
+//! and size), writes and fdatasyncs the envelope, renames both into `queue/` (data first) and fsyncs the directory. Only
 //! then does it return the `Committed` receipt the inbound session needs to reply `250`.
 
 mod envelope;
@@ -269,7 +269,7 @@ impl Incoming {
         if let Some(mut f) = self.file.take() {
             f.flush().await.map_err(io(&self.path))?;
             let f = f.into_inner();
-            f.sync_all().await.map_err(io(&self.path))?;
+            f.sync_data().await.map_err(io(&self.path))?;
         }
         let spool = self.spool.clone();
         let id = self.id.clone();
@@ -324,7 +324,7 @@ fn read_envelope(path: &Path) -> Result<Envelope, SpoolError> {
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), SpoolError> {
     let mut f = std::fs::File::create(path).map_err(io(path))?;
     f.write_all(data).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    f.sync_data().map_err(io(path))
 }
 
 fn fsync_dir(dir: &Path) -> Result<(), SpoolError> {
