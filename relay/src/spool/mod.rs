@@ -3,7 +3,8 @@
 //! Layout under `spool_dir`: `tmp/` (being received), `queue/ID.msg` (message bytes as
 //! received, with our Received header prepended) and `queue/ID.env` (JSON envelope). A message
 //! exists once its `.env` is in `queue/`: `commit` writes and fdatasyncs the data file (its data
-//! and size), writes and fdatasyncs the envelope, renames both into `queue/` (data first) and fsyncs the directory. Only
+//! and size), writes and fdatasyncs the envelope, renames both into `queue/` (data first) and
+//! fsyncs the directory. Only
 //! then does it return the `Committed` receipt the inbound session needs to reply `250`.
 
 mod envelope;
