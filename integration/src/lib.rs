@@ -6,6 +6,7 @@
 //! - [`ca`]: a throw-away test CA and leaf certificates written as PEM files.
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
 //! - [`dnssec`]: signed zones (ldns-signzone) on nsd behind a validating unbound (AD bit, bogus).
+//! - [`nginx`]: a real HTTPS server serving MTA-STS policy files.
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
 //! - [`hopguard`]: the relay under test as a child process, and its YAML config.
 //! - [`prometheus`]: a real Prometheus scraping the relay with hopguard's rules loaded.
@@ -23,6 +24,7 @@ pub mod dnssec;
 pub mod hopguard;
 pub mod mail;
 pub mod net;
+pub mod nginx;
 pub mod postfix;
 pub mod prometheus;
 pub mod smtp_client;

@@ -1,0 +1,201 @@
+//! MTA-STS end to end (issue 3): nsd publishes the `_mta-sts` TXT records and the MX, nginx
+//! serves the policies over HTTPS (test CA), Postfix is the next hop. Each case asserts arrival
+//! or non-arrival and the recorded reason.
+//!
+//! | domain             | policy (enforce)        | MX host          | expected                                 |
+//! |--------------------|-------------------------|------------------|------------------------------------------|
+//! | sts-ok.test        | mx: mx.sts.test         | mx.sts.test      | delivered, verified by mta-sts, cached   |
+//! | sts-nomx.test      | mx: other.example       | mx.sts.test      | deferred (MX not in the policy)          |
+//! | sts-badname.test   | mx: *.sts.test          | wrong.sts.test   | deferred, certificate-host-mismatch      |
+//! | sts-cache.test     | fetch fails (wrong cert) | mx.sts.test     | the cached policy applies: delivered     |
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use hopguard_integration::dns::{Nsd, Zone};
+use hopguard_integration::nginx::{Nginx, StsSite};
+use hopguard_integration::smtp_client::SwaksMail;
+use hopguard_integration::world::marker;
+use hopguard_integration::{
+    wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, TestCa, TestDir,
+};
+
+fn metrics(addr: SocketAddr) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn policy(mx: &str) -> String {
+    format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+}
+
+#[test]
+fn mta_sts_cases() -> Result<()> {
+    let dir = TestDir::new()?;
+    let certs = dir.sub("certs")?;
+    let ca = TestCa::new(&certs)?;
+    let (dns_ip, mx_ip, web_ip, relay_ip, client) = (
+        Net::alloc(),
+        Net::alloc(),
+        Net::alloc(),
+        Net::alloc(),
+        Net::alloc(),
+    );
+    let mx_cert = ca.issue(&certs, "mx", &["mx.sts.test"])?;
+    let relay_cert = ca.issue(&certs, "relay", &["relay.hopguard.test"])?;
+    let site = |name: &str, mx: &str| -> Result<StsSite> {
+        Ok(StsSite {
+            server_name: format!("mta-sts.{name}"),
+            cert: ca.issue(
+                &certs,
+                &format!("web-{name}"),
+                &[&format!("mta-sts.{name}")],
+            )?,
+            policy: policy(mx),
+        })
+    };
+    let sites = vec![
+        site("sts-ok.test", "mx.sts.test")?,
+        site("sts-nomx.test", "other.example")?,
+        site("sts-badname.test", "*.sts.test")?,
+    ];
+    let web = Nginx::start(&dir.sub("nginx")?, web_ip, &sites)?;
+
+    let mut zone = Zone::new("test.")
+        .a("mx.sts.test", mx_ip)
+        .a("wrong.sts.test", mx_ip);
+    for d in [
+        "sts-ok.test",
+        "sts-nomx.test",
+        "sts-badname.test",
+        "sts-cache.test",
+    ] {
+        let host = if d == "sts-badname.test" {
+            "wrong.sts.test"
+        } else {
+            "mx.sts.test"
+        };
+        zone = zone
+            .mx(d, 10, host)
+            .a(&format!("mta-sts.{d}"), web_ip)
+            .raw(&format!("_mta-sts.{d}. IN TXT \"v=STSv1; id=20261125\""));
+    }
+    let nsd = Nsd::start(&dir.sub("nsd")?, dns_ip, &[zone])?;
+    let peer = Postfix::start(
+        &dir.sub("pf")?,
+        mx_ip,
+        PostfixOpts {
+            tls: Some(mx_cert),
+            domains: [
+                "sts-ok.test",
+                "sts-nomx.test",
+                "sts-badname.test",
+                "sts-cache.test",
+            ]
+            .map(String::from)
+            .to_vec(),
+            hostname: Some("mx.sts.test".into()),
+        },
+    )?;
+
+    let spool = dir.path().join("hopguard/spool");
+    // A fresh cached policy for sts-cache.test under an older id: the TXT id differs, the
+    // fetch fails (nginx has no site of that name, its default certificate is another
+    // name's), so the cached policy stays in force (RFC 8461 §3.3).
+    std::fs::create_dir_all(spool.join("mta-sts"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    std::fs::write(
+        spool.join("mta-sts/sts-cache.test.json"),
+        serde_json::json!({"id": "old", "fetched_at": now, "body": policy("mx.sts.test")})
+            .to_string(),
+    )?;
+    let metrics_addr = SocketAddr::from((relay_ip, 9465));
+    let cfg = RelayConfig {
+        hostname: "relay.hopguard.test".into(),
+        spool_dir: spool.clone(),
+        listen: SocketAddr::from((relay_ip, 25)),
+        certificate: relay_cert.cert.clone(),
+        key: relay_cert.key.clone(),
+        inbound_tls: Some("optional".into()),
+        relay_networks: vec![format!("{client}/32")],
+        relay_domains: Vec::new(),
+        peers: Vec::new(),
+        routes: Vec::new(),
+        resolvers: vec![nsd.resolver()],
+        ca_file: Some(ca.ca_pem().to_path_buf()),
+        min_backoff: "1h".into(),
+        max_backoff: "2h".into(),
+        max_lifetime: "5d".into(),
+        log_level: "debug".into(),
+        metrics: Some(metrics_addr),
+        extra: String::new(),
+    };
+    let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
+    let logs = || format!("hopguard.log:\n{}\nnginx:\n{}", hg.log(), web.log());
+
+    let send = |to: &str| -> Result<String> {
+        let m = marker("sts");
+        let out = SwaksMail {
+            server: cfg.listen,
+            source: Some(client),
+            from: "sender@origin.test",
+            to,
+            tls: true,
+            marker: &m,
+        }
+        .send()?;
+        ensure!(out.success(), "submission to {to} failed:\n{}", out.output);
+        Ok(m)
+    };
+    let ok = send("u@sts-ok.test")?;
+    let nomx = send("u@sts-nomx.test")?;
+    let badname = send("u@sts-badname.test")?;
+    let cached = send("u@sts-cache.test")?;
+
+    let wait = Duration::from_secs(60);
+    peer.wait_for_message(|m| m.contains(&ok), wait)
+        .with_context(logs)?;
+    peer.wait_for_message(|m| m.contains(&cached), wait)
+        .with_context(logs)?;
+    wait_until("the two deferrals", wait, || {
+        let list = hg.queue_list()?;
+        Ok(
+            (list.contains("u@sts-nomx.test") && list.contains("[certificate-host-mismatch]"))
+                .then_some(()),
+        )
+    })
+    .with_context(|| format!("{}\n{}", hg.queue_list().unwrap_or_default(), logs()))?;
+    ensure!(
+        !peer
+            .messages()
+            .iter()
+            .any(|m| m.contains(&nomx) || m.contains(&badname)),
+        "a refused message was delivered"
+    );
+
+    // The policy was cached on disk (survives restarts), the fetch failure counted, and the
+    // deliveries verified by MTA-STS.
+    ensure!(
+        spool.join("mta-sts/sts-ok.test.json").exists(),
+        "no persistent cache entry"
+    );
+    let text = metrics(metrics_addr)?;
+    ensure!(
+        text.contains(r#"policy="mta-sts",tls="TLSv1.3",verify="mta-sts",outcome="delivered""#),
+        "{text}"
+    );
+    ensure!(
+        text.contains(r#"reason="sts-webpki-invalid""#),
+        "fetch failure not counted:\n{text}"
+    );
+    Ok(())
+}
