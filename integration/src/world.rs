@@ -93,7 +93,14 @@ impl World {
             .mx(INBOUND, 10, TLS_PEER_MX)
             .mail_domain(PLAIN_PEER, addrs.plain_mx)
             .mail_domain(LATER_PEER, addrs.later_mx)
-            .mx(PEER_A, 10, TLS_PEER_MX);
+            .mx(PEER_A, 10, TLS_PEER_MX)
+            // TLS-RPT (RFC 8460): reports for these domains go to a mailbox at origin.test.
+            .raw(&format!(
+                "_smtp._tls.{TLS_PEER}. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@{ORIGIN}\""
+            ))
+            .raw(&format!(
+                "_smtp._tls.{PLAIN_PEER}. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@{ORIGIN}\""
+            ));
         let nsd = Nsd::start(&dir.sub("nsd")?, addrs.dns, &[zone])?;
 
         let tls_peer = Postfix::start(

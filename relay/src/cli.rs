@@ -46,6 +46,13 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// TLS-RPT (RFC 8460): send the aggregate reports of a day to the domains' `mailto:` rua.
+    Tlsrpt {
+        #[command(subcommand)]
+        command: TlsrptCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// The hop audit log: make keys, verify a copy of the log.
     Audit {
         #[command(subcommand)]
@@ -88,6 +95,15 @@ pub enum ConfigCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum TlsrptCommand {
+    /// Queue the reports for DAY (YYYY-MM-DD, default yesterday UTC; `today` for the day so far).
+    Send {
+        #[arg(long)]
+        day: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum AuditCommand {
     /// Write a new Ed25519 key pair (audit-key.pem, audit-key.pub.pem) and a Message-ID hash key
     /// into DIR; never overwrites.
@@ -125,6 +141,10 @@ pub fn main() -> std::process::ExitCode {
             command: ConfigCommand::Check { file },
         } => check(&file),
         Command::Queue { command, config } => queue(command, config.as_deref()),
+        Command::Tlsrpt {
+            command: TlsrptCommand::Send { day },
+            config,
+        } => tlsrpt_send(config.as_deref(), day.as_deref()),
         Command::Audit {
             command: AuditCommand::Keygen { dir },
         } => crate::audit::cli::cmd_keygen(&dir),
@@ -208,7 +228,9 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let shared = SharedConfig::new(loaded);
     let metrics = Arc::new(Metrics::new());
     declare_peers(&metrics, &config);
-    let evidence = Arc::new(start_evidence(&config, metrics.clone())?);
+    let evidence = Arc::new(
+        start_evidence(&config, metrics.clone())?.with_tlsrpt(config.spool_dir.join("tlsrpt")),
+    );
     if let Some(addr) = config.metrics.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -257,6 +279,40 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
                     seen = dropped;
                 }
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+        });
+    }
+
+    // TLS-RPT: once a day, shortly after midnight UTC, the previous day's reports.
+    {
+        let cfg = config.clone();
+        let spool = Spool::attach(&config.spool_dir)?;
+        let dns = outbound.dns.clone();
+        let m = metrics.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = chrono::Utc::now();
+                let next = (now + chrono::Duration::days(1))
+                    .date_naive()
+                    .and_hms_opt(0, 15, 0)
+                    .map(|t| t.and_utc())
+                    .unwrap_or(now + chrono::Duration::days(1));
+                let wait = (next - now)
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(3600));
+                tokio::time::sleep(wait).await;
+                let day = (chrono::Utc::now() - chrono::Duration::days(1))
+                    .format("%Y-%m-%d")
+                    .to_string();
+                match queue_tlsrpt_reports(&cfg, &spool, &dns, &day).await {
+                    Ok(n) => {
+                        m.tlsrpt_reports.inc_by(n as u64);
+                        queue.rescan();
+                        info!(day = %day, reports = n, "TLS-RPT reports queued");
+                    }
+                    Err(e) => error!(error = %e, "TLS-RPT reports not queued"),
+                }
             }
         });
     }
@@ -370,6 +426,103 @@ fn reload(path: &Path, shared: &SharedConfig, outbound: &Outbound) {
             error!(error = %e, "configuration reload rejected; the running configuration stays")
         }
     }
+}
+
+/// `hopguard tlsrpt send`: queues each domain's report for the day to its `mailto:` rua through
+/// our own queue, then wakes a running relay.
+fn tlsrpt_send(config: Option<&Path>, day: Option<&str>) -> anyhow::Result<()> {
+    let (cfg, spool) = spool_for(config)?;
+    let day = match day {
+        None => (chrono::Utc::now() - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string(),
+        Some("today") => chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .map_err(|_| anyhow::anyhow!("--day: expected YYYY-MM-DD or `today`"))?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sent = rt.block_on(async {
+        let dns = Dns::new(&cfg.dns.resolvers, cfg.dns.timeout.0)?;
+        queue_tlsrpt_reports(&cfg, &spool, &dns, &day).await
+    })?;
+    if sent > 0 {
+        wake(&cfg);
+    }
+    Ok(())
+}
+
+/// Queues the TLS-RPT reports of `day`, one per domain and `mailto:` rua (null sender: a
+/// report is never bounced). Returns how many were queued.
+pub async fn queue_tlsrpt_reports(
+    cfg: &Config,
+    spool: &Spool,
+    dns: &Dns,
+    day: &str,
+) -> anyhow::Result<usize> {
+    use crate::evidence::tlsrpt;
+    let dir = cfg.spool_dir.join("tlsrpt");
+    let mut sent = 0;
+    for domain in tlsrpt::TlsRptStore::domains(&dir, day) {
+        let Some(data) = tlsrpt::TlsRptStore::load(&dir, day, &domain) else {
+            continue;
+        };
+        let txt = dns
+            .txt(&format!("_smtp._tls.{domain}"))
+            .await
+            .unwrap_or_default();
+        let ruas = tlsrpt::rua_mailtos(&txt);
+        if ruas.is_empty() {
+            println!("{domain}: no TLS-RPT mailto rua published; nothing sent");
+            continue;
+        }
+        let json = tlsrpt::report_json(&cfg.hostname, day, &domain, &data);
+        for to in ruas {
+            let body = tlsrpt::report_mail(&cfg.hostname, day, &domain, &to, &json);
+            let rcpt_domain = to
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default();
+            let now = chrono::Utc::now();
+            let env = crate::spool::Envelope {
+                version: crate::spool::ENVELOPE_VERSION,
+                id: String::new(),
+                node_id: cfg.node_id().to_string(),
+                received_at: now.timestamp(),
+                received_ms: now.timestamp_millis(),
+                client_ip: "127.0.0.1".into(),
+                helo: cfg.hostname.clone(),
+                peer: None,
+                tls: None,
+                mail_from: String::new(),
+                body: Default::default(),
+                smtputf8: false,
+                requiretls: false,
+                ret: None,
+                envid: None,
+                size: 0,
+                message_id_hash: None,
+                recipients: vec![crate::spool::Recipient {
+                    address: to.clone(),
+                    domain: rcpt_domain,
+                    orcpt: None,
+                    notify: smtp_proto::RCPT_NOTIFY_NEVER,
+                    status: Default::default(),
+                    last_failure: None,
+                    notified: false,
+                }],
+                attempts: 0,
+                next_attempt: now.timestamp(),
+                is_bounce: true,
+            };
+            let c = spool.inject(env, &body).await?;
+            println!("{domain}: report for {day} queued to <{to}> as {}", c.id());
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 fn spool_for(config: Option<&Path>) -> anyhow::Result<(Config, Spool)> {

@@ -59,6 +59,7 @@ pub(super) fn hop(time: &str, direction: Direction, peer: &str, outcome: Outcome
         size: Some(1234),
         recipients: 2,
         latency: None,
+        policy_domain: None,
     }
 }
 

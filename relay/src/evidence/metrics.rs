@@ -80,6 +80,7 @@ pub struct Metrics {
     pub build_info: Family<BuildInfo, Gauge>,
     pub start_time: FloatGauge,
     pub dnssec_bogus_answers: Family<PeerOnly, Counter>,
+    pub tlsrpt_reports: Counter,
     pub mta_sts_cache_entries: Gauge,
     pub mta_sts_fetch_failures: Family<Failure, Counter>,
     pub audit_healthy: Gauge,
@@ -120,6 +121,7 @@ impl Metrics {
             build_info: Family::default(),
             start_time: FloatGauge::default(),
             dnssec_bogus_answers: Family::default(),
+            tlsrpt_reports: Counter::default(),
             mta_sts_cache_entries: Gauge::default(),
             mta_sts_fetch_failures: Family::default(),
             audit_healthy: Gauge::default(),
@@ -190,6 +192,11 @@ impl Metrics {
             "dnssec_bogus_answers",
             "DNS answers the validating resolver rejected as bogus (SERVFAIL) for MX, address or TLSA lookups, by destination peer",
             m.dnssec_bogus_answers.clone(),
+        );
+        r.register(
+            "tlsrpt_reports",
+            "TLS-RPT aggregate reports queued by the daily run (hopguard tlsrpt send prints its own)",
+            m.tlsrpt_reports.clone(),
         );
         r.register(
             "mta_sts_cache_entries",
@@ -444,6 +451,7 @@ mod tests {
             size: None,
             recipients: 1,
             latency: Some(0.2),
+            policy_domain: None,
         }
     }
 
@@ -495,6 +503,7 @@ mod tests {
         m.certificate_seen("peer-a", "mx.peer-a.test", 2_000_000_000);
         m.mta_sts_fetch_failed("peer-a", hopguard_policy::ResultType::StsPolicyFetchError);
         m.dnssec_bogus("peer-a", 1);
+        m.tlsrpt_reports.inc();
         m.certificate_seen("other", "mx.elsewhere.test", 2_000_000_000);
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);

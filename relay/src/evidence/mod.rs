@@ -4,6 +4,7 @@
 pub mod http;
 pub mod metrics;
 pub mod record;
+pub mod tlsrpt;
 
 pub use metrics::Metrics;
 pub use record::{Direction, HopRecord, Outcome, TlsFacts};
@@ -20,6 +21,8 @@ pub struct Evidence {
     strict: bool,
     /// Key of the keyed Message-ID hash.
     message_id_key: Option<Vec<u8>>,
+    /// TLS-RPT aggregates (absent in tests that do not need them).
+    tlsrpt: Option<tlsrpt::TlsRptStore>,
 }
 
 impl Evidence {
@@ -34,12 +37,22 @@ impl Evidence {
             audit,
             strict,
             message_id_key,
+            tlsrpt: None,
         }
+    }
+
+    /// Adds the TLS-RPT aggregation sink (files under `dir`).
+    pub fn with_tlsrpt(mut self, dir: std::path::PathBuf) -> Self {
+        self.tlsrpt = Some(tlsrpt::TlsRptStore::new(dir));
+        self
     }
 
     /// Records one hop in every sink; never blocks (the audit sink has a bounded buffer).
     pub fn record(&self, hop: &HopRecord) {
         self.metrics.record(hop);
+        if let Some(t) = &self.tlsrpt {
+            t.record(hop);
+        }
         if let Some(a) = &self.audit {
             a.record(hop);
         }

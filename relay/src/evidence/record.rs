@@ -79,6 +79,8 @@ pub struct HopRecord {
     pub recipients: usize,
     /// Seconds from acceptance to delivery (outbound delivered only).
     pub latency: Option<f64>,
+    /// Outbound: the destination (policy) domain, for TLS-RPT.
+    pub policy_domain: Option<String>,
 }
 
 impl HopRecord {

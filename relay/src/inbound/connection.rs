@@ -44,6 +44,7 @@ fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
             .map(|t| t.recipients.len())
             .unwrap_or(0),
         latency: None,
+        policy_domain: None,
     }
 }
 

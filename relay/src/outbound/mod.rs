@@ -360,6 +360,7 @@ impl Outbound {
                             size: Some(env.size),
                             recipients: rcpts.len(),
                             latency: None,
+                            policy_domain: Some(domain.to_string()),
                         });
                         warn!(
                             queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
@@ -496,6 +497,7 @@ impl Outbound {
             size: Some(env.size),
             recipients: rcpts.len(),
             latency: Some(env.age_seconds(chrono::Utc::now())),
+            policy_domain: Some(domain.to_string()),
         });
         Ok(out)
     }
@@ -534,6 +536,7 @@ impl Outbound {
             size: Some(env.size),
             recipients,
             latency: None,
+            policy_domain: Some(domain.to_string()),
         });
         warn!(queue_id = %env.id, domain, reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
               error = %f.text, "next hop refused by policy");

@@ -1,0 +1,323 @@
+//! TLS-RPT (RFC 8460): outbound hop results aggregated per policy domain and UTC day, and the
+//! daily report (JSON, gzip) for the domains that publish `_smtp._tls` with a `mailto:` rua.
+//!
+//! Aggregates live in `spool_dir/tlsrpt/DAY/DOMAIN.json`, rewritten on each update (no fsync:
+//! a lost update after a crash costs a count, never mail). Sessions that never reached TLS
+//! negotiation (connection refused, DNS failures without a policy) are not TLS-RPT sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use hopguard_policy::PolicySource;
+use serde::{Deserialize, Serialize};
+
+use super::record::{Direction, HopRecord, Outcome};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailureCount {
+    pub result_type: String,
+    pub receiving_mx_hostname: String,
+    #[serde(default)]
+    pub receiving_ip: Option<String>,
+    pub count: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyCounts {
+    pub policy_type: String,
+    pub mx_hosts: Vec<String>,
+    pub success: u64,
+    pub failures: BTreeMap<String, FailureCount>,
+}
+
+/// One domain's day: counts per policy type.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DomainDay {
+    pub policies: BTreeMap<String, PolicyCounts>,
+}
+
+fn policy_type(p: Option<PolicySource>) -> &'static str {
+    match p {
+        Some(PolicySource::Dane) => "tlsa",
+        Some(PolicySource::MtaSts) => "sts",
+        _ => "no-policy-found",
+    }
+}
+
+pub struct TlsRptStore {
+    dir: PathBuf,
+    cache: Mutex<HashMap<(String, String), DomainDay>>,
+}
+
+impl TlsRptStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(dir: &Path, day: &str, domain: &str) -> Option<PathBuf> {
+        crate::config::is_domain_name(domain).then(|| dir.join(day).join(format!("{domain}.json")))
+    }
+
+    pub fn load(dir: &Path, day: &str, domain: &str) -> Option<DomainDay> {
+        let text = std::fs::read_to_string(Self::path(dir, day, domain)?).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Domains with data on `day`.
+    pub fn domains(dir: &Path, day: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(day))
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Counts one outbound hop.
+    pub fn record(&self, h: &HopRecord) {
+        if h.direction != Direction::Outbound {
+            return;
+        }
+        let Some(domain) = h.policy_domain.as_deref() else {
+            return;
+        };
+        let success = h.tls.is_some()
+            && h.result_type.is_none()
+            && matches!(
+                h.outcome,
+                Outcome::Delivered | Outcome::Bounced | Outcome::Deferred
+            );
+        if !success && h.result_type.is_none() {
+            return; // not a TLS session (e.g. connection refused)
+        }
+        let day = h.time.format("%Y-%m-%d").to_string();
+        let key = (day.clone(), domain.to_string());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache
+            .entry(key)
+            .or_insert_with(|| Self::load(&self.dir, &day, domain).unwrap_or_default());
+        let ptype = policy_type(h.policy);
+        let counts = entry
+            .policies
+            .entry(ptype.to_string())
+            .or_insert_with(|| PolicyCounts {
+                policy_type: ptype.to_string(),
+                ..Default::default()
+            });
+        let mx = h
+            .remote_host
+            .split('[')
+            .next()
+            .unwrap_or(&h.remote_host)
+            .to_string();
+        if !mx.is_empty() && !counts.mx_hosts.contains(&mx) {
+            counts.mx_hosts.push(mx.clone());
+        }
+        match h.result_type {
+            None => counts.success += 1,
+            Some(rt) => {
+                let ip = h.remote_ip.map(|i| i.to_string());
+                let k = format!("{}|{}|{}", rt.as_str(), mx, ip.clone().unwrap_or_default());
+                let f = counts.failures.entry(k).or_insert_with(|| FailureCount {
+                    result_type: rt.as_str().to_string(),
+                    receiving_mx_hostname: mx.clone(),
+                    receiving_ip: ip,
+                    count: 0,
+                });
+                f.count += 1;
+            }
+        }
+        if let Some(path) = Self::path(&self.dir, &day, domain) {
+            if let Some(parent) = path.parent() {
+                let _ = std::fs::create_dir_all(parent);
+            }
+            let tmp = path.with_extension("tmp");
+            if let Ok(json) = serde_json::to_vec(entry) {
+                if std::fs::write(&tmp, json).is_ok() {
+                    let _ = std::fs::rename(&tmp, &path);
+                }
+            }
+        }
+    }
+}
+
+/// The RFC 8460 §4.4 JSON report for one domain and day.
+pub fn report_json(
+    submitter: &str,
+    day: &str,
+    domain: &str,
+    data: &DomainDay,
+) -> serde_json::Value {
+    let policies: Vec<serde_json::Value> = data
+        .policies
+        .values()
+        .map(|p| {
+            let failed: u64 = p.failures.values().map(|f| f.count).sum();
+            serde_json::json!({
+                "policy": {
+                    "policy-type": p.policy_type,
+                    "policy-string": [],
+                    "policy-domain": domain,
+                    "mx-host": p.mx_hosts,
+                },
+                "summary": {
+                    "total-successful-session-count": p.success,
+                    "total-failure-session-count": failed,
+                },
+                "failure-details": p.failures.values().map(|f| {
+                    let mut d = serde_json::json!({
+                        "result-type": f.result_type,
+                        "receiving-mx-hostname": f.receiving_mx_hostname,
+                        "failed-session-count": f.count,
+                    });
+                    if let Some(ip) = &f.receiving_ip {
+                        d["receiving-ip"] = serde_json::json!(ip);
+                    }
+                    d
+                }).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "organization-name": submitter,
+        "date-range": {
+            "start-datetime": format!("{day}T00:00:00Z"),
+            "end-datetime": format!("{day}T23:59:59Z"),
+        },
+        "contact-info": format!("postmaster@{submitter}"),
+        "report-id": format!("{day}.{domain}@{submitter}"),
+        "policies": policies,
+    })
+}
+
+/// The `mailto:` addresses of a `v=TLSRPTv1; rua=...` record (RFC 8460 §3); https rua are
+/// not sent yet.
+pub fn rua_mailtos(txt: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in txt
+        .iter()
+        .filter(|r| r.trim_start().starts_with("v=TLSRPTv1"))
+    {
+        for field in r.split(';') {
+            if let Some(rua) = field.trim().strip_prefix("rua=") {
+                for uri in rua.split(',') {
+                    if let Some(addr) = uri.trim().strip_prefix("mailto:") {
+                        if addr.contains('@') && !addr.contains(['\r', '\n', '<', '>', ' ']) {
+                            out.push(addr.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// gzip (RFC 1952) with stored deflate blocks (RFC 1951 §3.2.4): valid, uncompressed.
+pub fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+    let chunks: Vec<&[u8]> = if data.is_empty() {
+        vec![&[][..]]
+    } else {
+        data.chunks(65_535).collect()
+    };
+    let n = chunks.len();
+    for (i, c) in chunks.into_iter().enumerate() {
+        out.push(u8::from(i + 1 == n));
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// The report mail (RFC 8460 §5.3): multipart/report with the gzipped JSON attached.
+pub fn report_mail(
+    submitter: &str,
+    day: &str,
+    domain: &str,
+    to: &str,
+    json: &serde_json::Value,
+) -> Vec<u8> {
+    use base64::Engine as _;
+    let id = format!("{day}.{domain}@{submitter}");
+    let gz = gzip_stored(json.to_string().as_bytes());
+    let b64 = base64::engine::general_purpose::STANDARD.encode(gz);
+    let boundary = format!("tlsrpt-{day}-{domain}");
+    let mut m = Vec::new();
+    let _ = write!(
+        m,
+        "From: TLS reporting <noreply-tlsrpt@{submitter}>\r\nTo: <{to}>\r\nSubject: Report Domain: {domain} Submitter: {submitter} Report-ID: <{id}>\r\nTLS-Report-Domain: {domain}\r\nTLS-Report-Submitter: {submitter}\r\nDate: {date}\r\nMessage-ID: <{id}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=\"tlsrpt\";\r\n\tboundary=\"{boundary}\"\r\n\r\n--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis is an aggregate TLS report (RFC 8460) from {submitter} for {domain}, {day}.\r\n\r\n--{boundary}\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment;\r\n\tfilename=\"{submitter}!{domain}!{day}T00:00:00Z!{day}T23:59:59Z!{id}.json.gz\"\r\n\r\n",
+        date = chrono::Utc::now().to_rfc2822(),
+    );
+    for line in b64.as_bytes().chunks(76) {
+        m.extend_from_slice(line);
+        m.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(m, "\r\n--{boundary}--\r\n");
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_is_readable_by_gzip() {
+        let data = b"{\"hello\":\"tlsrpt\"}".repeat(5000);
+        let gz = gzip_stored(&data);
+        let mut child = std::process::Command::new("gzip")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&gz).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, data);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn rua_parsing() {
+        let txt = vec![
+            "v=TLSRPTv1; rua=mailto:tls@a.example,https://r.example/x".to_string(),
+            "other".into(),
+        ];
+        assert_eq!(rua_mailtos(&txt), ["tls@a.example"]);
+        assert!(rua_mailtos(&["v=STSv1; id=1".to_string()]).is_empty());
+        assert!(rua_mailtos(&["v=TLSRPTv1; rua=mailto:evil\r\nBcc:x@y".to_string()]).is_empty());
+    }
+}
