@@ -6,8 +6,8 @@
 //! - [`ca`]: a throw-away test CA and leaf certificates written as PEM files.
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
 //! - [`dnssec`]: signed zones (ldns-signzone) on nsd behind a validating unbound (AD bit, bogus).
-//! - [`nginx`]: a real HTTPS server serving MTA-STS policy files.
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
+//! - [`https`]: nginx serving MTA-STS policy files over HTTPS, and a curl client for them.
 //! - [`hopguard`]: the relay under test as a child process, and its YAML config.
 //! - [`prometheus`]: a real Prometheus scraping the relay with hopguard's rules loaded.
 //! - [`smtp_client`]: swaks (the user's client) and a raw byte-exact SMTP/STARTTLS client.
@@ -22,9 +22,9 @@ pub mod chromium;
 pub mod dns;
 pub mod dnssec;
 pub mod hopguard;
+pub mod https;
 pub mod mail;
 pub mod net;
-pub mod nginx;
 pub mod postfix;
 pub mod prometheus;
 pub mod smtp_client;
@@ -116,6 +116,20 @@ pub fn signal_pid(pid: u32, signal: &str) -> Result<()> {
         bail!("kill -{signal} {pid} failed: {status}");
     }
     Ok(())
+}
+
+/// The relay's `/metrics` page (OpenMetrics text) from its metrics listener.
+pub fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("connecting to the metrics endpoint {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
 }
 
 /// Reads a file as (lossy) UTF-8, or returns an empty string if it does not exist.

@@ -25,17 +25,6 @@ use hopguard_integration::{
     wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, TestCa, TestDir,
 };
 
-fn metrics(addr: SocketAddr) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 #[test]
 fn dane_cases_against_real_dnssec() -> Result<()> {
     let dir = TestDir::new()?;
@@ -193,7 +182,7 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     );
 
     // The evidence says how each hop was authenticated.
-    let text = metrics(metrics_addr)?;
+    let text = hopguard_integration::scrape_metrics(metrics_addr)?;
     for want in [
         r#"verify="dane-ee",outcome="delivered""#,
         r#"verify="dane-ta",outcome="delivered""#,

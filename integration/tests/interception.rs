@@ -16,17 +16,6 @@ use hopguard_integration::{read_lossy, wait_until};
 const LIID: &str = "LEA-TEST-2026-0007";
 const TARGET: &str = "suspect@origin.test";
 
-fn metrics(addr: std::net::SocketAddr) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 fn grep_dir(dir: &std::path::Path, needle: &str) -> Result<bool> {
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
@@ -144,7 +133,7 @@ fn warrant_copies_are_handed_over_and_invisible_elsewhere() -> Result<()> {
     ensure!(!got_target.contains(LIID), "the LIID reached the next hop");
 
     // Nothing in the ordinary log, the metrics or the hop audit log.
-    let text = metrics(metrics_addr)?;
+    let text = hopguard_integration::scrape_metrics(metrics_addr)?;
     hg.terminate()?;
     let log = hg.log();
     for needle in [LIID, TARGET, "Test court"] {

@@ -14,23 +14,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use hopguard_integration::dns::{Nsd, Zone};
-use hopguard_integration::nginx::{Nginx, StsSite};
+use hopguard_integration::https::{Nginx, Site};
 use hopguard_integration::smtp_client::SwaksMail;
 use hopguard_integration::world::marker;
 use hopguard_integration::{
     wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, TestCa, TestDir,
 };
-
-fn metrics(addr: SocketAddr) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
 
 fn policy(mx: &str) -> String {
     format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n")
@@ -50,23 +39,17 @@ fn mta_sts_cases() -> Result<()> {
     );
     let mx_cert = ca.issue(&certs, "mx", &["mx.sts.test"])?;
     let relay_cert = ca.issue(&certs, "relay", &["relay.hopguard.test"])?;
-    let site = |name: &str, mx: &str| -> Result<StsSite> {
-        Ok(StsSite {
-            server_name: format!("mta-sts.{name}"),
-            cert: ca.issue(
-                &certs,
-                &format!("web-{name}"),
-                &[&format!("mta-sts.{name}")],
-            )?,
-            policy: policy(mx),
-        })
+    let site = |name: &str, mx: &str| -> Result<Site> {
+        let host = format!("mta-sts.{name}");
+        let cert = ca.issue(&certs, &format!("web-{name}"), &[&host])?;
+        Ok(Site::mta_sts(&host, cert, &policy(mx)))
     };
     let sites = vec![
         site("sts-ok.test", "mx.sts.test")?,
         site("sts-nomx.test", "other.example")?,
         site("sts-badname.test", "*.sts.test")?,
     ];
-    let web = Nginx::start(&dir.sub("nginx")?, web_ip, &sites)?;
+    let web = Nginx::start(&dir.sub("nginx")?, web_ip, sites)?;
 
     let mut zone = Zone::new("test.")
         .a("mx.sts.test", mx_ip)
@@ -188,7 +171,7 @@ fn mta_sts_cases() -> Result<()> {
         spool.join("mta-sts/sts-ok.test.json").exists(),
         "no persistent cache entry"
     );
-    let text = metrics(metrics_addr)?;
+    let text = hopguard_integration::scrape_metrics(metrics_addr)?;
     ensure!(
         text.contains(r#"policy="mta-sts",tls="TLSv1.3",verify="mta-sts",outcome="delivered""#),
         "{text}"
