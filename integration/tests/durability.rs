@@ -48,7 +48,18 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
         .find_map(|l| l.split("Queued as ").nth(1))
         .map(|s| s.trim().to_string())
         .context("no queue id in the 250 reply")?;
-    drop(hg); // SIGKILL; strace has written every line up to the 250
+    // Stop the traced relay itself (its pid file), then strace: killing only strace would leave
+    // the relay running, detached.
+    let pid: u32 = std::fs::read_to_string(cfg.spool_dir.join("hopguard.pid"))?
+        .trim()
+        .parse()?;
+    hopguard_integration::signal_pid(pid, "TERM")?;
+    hopguard_integration::wait_until(
+        "the traced relay to exit",
+        std::time::Duration::from_secs(30),
+        || Ok((!hopguard_integration::pid_alive(pid)).then_some(())),
+    )?;
+    drop(hg);
     let text = std::fs::read_to_string(&trace)?;
     let lines: Vec<&str> = text.lines().collect();
     let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
