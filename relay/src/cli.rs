@@ -245,13 +245,16 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         .start(config.node_id())
         .await
         .map_err(|e| anyhow::anyhow!("intercept: {}", e.redacted()))?;
-    let ctx = Arc::new(InboundContext::new(
-        shared.clone(),
-        spool,
-        queue.clone(),
-        evidence.clone(),
-        intercept.clone(),
-    ));
+    let ctx = Arc::new(
+        InboundContext::new(
+            shared.clone(),
+            spool,
+            queue.clone(),
+            evidence.clone(),
+            intercept.clone(),
+        )
+        .with_dns(outbound.dns.clone()),
+    );
     let mut bound = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let listener = TcpListener::bind(l.address)

@@ -663,6 +663,16 @@ impl Config {
             .find(|p| p.client_networks.iter().any(|n| n.contains(&ip)))
     }
 
+    /// The peer whose domains include `host` or a parent of it (FCrDNS attribution).
+    pub fn peer_for_host(&self, host: &str) -> Option<&Peer> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.peers.iter().find(|p| {
+            p.domains
+                .iter()
+                .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+        })
+    }
+
     pub fn peer_for_domain(&self, domain: &str) -> Option<&Peer> {
         self.peers
             .iter()

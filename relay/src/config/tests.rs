@@ -216,3 +216,18 @@ fn charter_outbound_policies_are_validated() {
         assert!(err.contains(key), "expected {key} in: {err}");
     }
 }
+
+#[test]
+fn peer_for_host_matches_the_domain_and_its_subdomains_only() {
+    let (_d, y) = fixture();
+    let c = parse(&format!("{y}peers:\n  - name: peer-a\n    domains: [peer-a.test]\n")).unwrap();
+    for (host, want) in [
+        ("peer-a.test", true),
+        ("out1.peer-a.test", true),
+        ("OUT1.Peer-A.test.", true),
+        ("evilpeer-a.test", false),
+        ("peer-a.test.evil", false),
+    ] {
+        assert_eq!(c.peer_for_host(host).is_some(), want, "{host}");
+    }
+}

@@ -126,6 +126,35 @@ impl Dns {
         }
     }
 
+    /// Forward-confirmed reverse DNS: the PTR names of `ip` whose A/AAAA records include `ip`.
+    pub async fn fcrdns(&self, ip: IpAddr) -> Vec<String> {
+        // Through the raw query path: hickory's resolver answers loopback reverse names itself
+        // (RFC 6761 special use), without asking the configured server.
+        let reverse = hickory_resolver::proto::rr::Name::from(ip).to_ascii();
+        let ptr = self.secure(&reverse, RecordType::PTR).await;
+        let names: Vec<String> = ptr
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                RData::PTR(p) => Some(
+                    p.0.to_lowercase()
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_string(),
+                ),
+                _ => None,
+            })
+            .take(5)
+            .collect();
+        let mut confirmed = Vec::new();
+        for n in names {
+            if self.addresses(&n).await.is_ok_and(|a| a.contains(&ip)) {
+                confirmed.push(n);
+            }
+        }
+        confirmed
+    }
+
     /// The TXT strings at `name` (each record's strings joined). No record or NXDOMAIN: empty.
     pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsFailure> {
         let fqdn = format!("{}.", name.trim_end_matches('.'));

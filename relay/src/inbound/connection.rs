@@ -131,7 +131,8 @@ pub async fn handle(
     acceptor: TlsAcceptor,
 ) {
     let config = ctx.config.current();
-    let mut session = Session::new(config, remote.ip());
+    let fcrdns = ctx.fcrdns_peer(&config, remote.ip()).await;
+    let mut session = Session::with_peer(config, remote.ip(), fcrdns.as_deref());
     run(tcp, remote, &ctx, acceptor, &mut session).await;
     let tls = session
         .tls()

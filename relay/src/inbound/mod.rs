@@ -30,7 +30,16 @@ pub struct InboundContext {
     pub intercept: Option<Arc<crate::intercept::Intercept>>,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     total: Arc<Semaphore>,
+    /// Resolver for forward-confirmed reverse DNS attribution of charter peers.
+    dns: Option<crate::dns::Dns>,
+    /// FCrDNS results per client address, kept `FCRDNS_TTL`.
+    fcrdns: Mutex<HashMap<IpAddr, (std::time::Instant, Option<String>)>>,
 }
+
+/// How long an FCrDNS attribution is cached.
+const FCRDNS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// The most a greeting waits for FCrDNS.
+const FCRDNS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl InboundContext {
     pub fn new(
@@ -48,8 +57,49 @@ impl InboundContext {
             evidence,
             intercept,
             per_ip: Mutex::new(HashMap::new()),
+            dns: None,
+            fcrdns: Mutex::new(HashMap::new()),
             total: Arc::new(Semaphore::new(max)),
         }
+    }
+
+    /// Enables FCrDNS peer attribution with this resolver.
+    pub fn with_dns(mut self, dns: crate::dns::Dns) -> Self {
+        self.dns = Some(dns);
+        self
+    }
+
+    /// The charter peer a client outside every `client_networks` belongs to by forward-confirmed
+    /// reverse DNS (a confirmed PTR name within one of the peer's domains), if any.
+    pub async fn fcrdns_peer(&self, config: &crate::config::Config, ip: IpAddr) -> Option<String> {
+        if config.peers.is_empty() || config.peer_for_ip(ip).is_some() {
+            return None;
+        }
+        let dns = self.dns.as_ref()?;
+        if let Some((t, p)) = self
+            .fcrdns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+        {
+            if t.elapsed() < FCRDNS_TTL {
+                return p.clone();
+            }
+        }
+        let names = tokio::time::timeout(FCRDNS_TIMEOUT, dns.fcrdns(ip))
+            .await
+            .unwrap_or_default();
+        tracing::debug!(client = %ip, names = ?names, "forward-confirmed reverse DNS");
+        let peer = names
+            .iter()
+            .find_map(|n| config.peer_for_host(n))
+            .map(|p| p.name.clone());
+        let mut cache = self.fcrdns.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (t, _)| t.elapsed() < FCRDNS_TTL);
+        }
+        cache.insert(ip, (std::time::Instant::now(), peer.clone()));
+        peer
     }
 
     fn admit(self: &Arc<Self>, ip: IpAddr, per_ip_max: usize) -> Option<IpSlot> {

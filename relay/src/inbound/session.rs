@@ -70,8 +70,20 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: Arc<Config>, client_ip: IpAddr) -> Self {
-        let (tls, peer) = config.inbound_tls_for(client_ip);
-        let peer = peer.map(|p| p.name.clone());
+        Self::with_peer(config, client_ip, None)
+    }
+
+    /// A session whose client was attributed to `fcrdns_peer` by forward-confirmed reverse DNS
+    /// (client networks still take precedence).
+    pub fn with_peer(config: Arc<Config>, client_ip: IpAddr, fcrdns_peer: Option<&str>) -> Self {
+        let (mut tls, peer) = config.inbound_tls_for(client_ip);
+        let mut peer = peer.map(|p| p.name.clone());
+        if peer.is_none() {
+            if let Some(p) = fcrdns_peer.and_then(|n| config.peers.iter().find(|p| p.name == n)) {
+                tls = p.inbound_tls;
+                peer = Some(p.name.clone());
+            }
+        }
         Self {
             config,
             client_ip,
