@@ -667,6 +667,21 @@ def relay_operations():
                      f" / (sum by (peer) (rate(hopguard_outbound_attempts_total{{{P}}}"
                      "[$__rate_interval])) > 0)", "{{peer}}")),
             "percentunit", min_=0)),
+        row("DNS, DNSSEC and MTA-STS health"),
+        (12, 7, timeseries(
+            "DNSSEC-bogus answers",
+            "MX, address and TLSA answers the validating resolver rejected (SERVFAIL) while"
+            " routing, per second by destination peer; mail is deferred (dnssec-invalid).",
+            targets((f"sum by (peer) (rate(hopguard_dnssec_bogus_answers_total{{{P}}}"
+                     "[$__rate_interval])) or vector(0)", "{{peer}}")),
+            "suffix:/s", min_=0)),
+        (12, 7, timeseries(
+            "MTA-STS policy fetch failures",
+            "Failed policy fetches per second by peer and reason; a fresh cached policy stays in"
+            " force.",
+            targets((f"sum by (peer, reason) (rate(hopguard_mta_sts_fetch_failures_total{{{P}}}"
+                     "[$__rate_interval])) or vector(0)", "{{peer}} {{reason}}")),
+            "suffix:/s", min_=0)),
         row("Attempt detail", collapsed=True, panels=[
             (12, 10, table(
                 "Outbound attempts by peer, policy, TLS and outcome (in range)",
