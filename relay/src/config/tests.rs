@@ -220,7 +220,10 @@ fn charter_outbound_policies_are_validated() {
 #[test]
 fn peer_for_host_matches_the_domain_and_its_subdomains_only() {
     let (_d, y) = fixture();
-    let c = parse(&format!("{y}peers:\n  - name: peer-a\n    domains: [peer-a.test]\n")).unwrap();
+    let c = parse(&format!(
+        "{y}peers:\n  - name: peer-a\n    domains: [peer-a.test]\n"
+    ))
+    .unwrap();
     for (host, want) in [
         ("peer-a.test", true),
         ("out1.peer-a.test", true),
