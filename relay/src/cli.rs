@@ -53,6 +53,13 @@ pub enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// TLS policy state.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
     /// The hop audit log: make keys, verify a copy of the log.
     Audit {
         #[command(subcommand)]
@@ -92,6 +99,12 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate a config file: prints the first error with its place in the file.
     Check { file: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Clear the downgrade memory of DOMAIN (accept a weaker hop again).
+    Forget { domain: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -141,6 +154,19 @@ pub fn main() -> std::process::ExitCode {
             command: ConfigCommand::Check { file },
         } => check(&file),
         Command::Queue { command, config } => queue(command, config.as_deref()),
+        Command::Policy {
+            command: PolicyCommand::Forget { domain },
+            config,
+        } => spool_for(config.as_deref()).map(|(cfg, _)| {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let m =
+                crate::outbound::downgrade::DowngradeMemory::new(cfg.spool_dir.join("downgrade"));
+            if m.forget(&domain) {
+                println!("{domain}: downgrade memory cleared");
+            } else {
+                println!("{domain}: no downgrade memory");
+            }
+        }),
         Command::Tlsrpt {
             command: TlsrptCommand::Send { day },
             config,

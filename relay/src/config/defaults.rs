@@ -52,3 +52,6 @@ pub const METRICS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
 pub const AUDIT_CHECKPOINT_EVERY: u64 = 1000;
 /// Records buffered between the SMTP path and the audit writer before they count as dropped.
 pub const AUDIT_CAPACITY: usize = 10_000;
+
+/// Downgrade memory: a verified hop is remembered this long after it was last seen.
+pub const DOWNGRADE_MEMORY: HumanDuration = HumanDuration::secs(30 * 86_400);

@@ -240,6 +240,20 @@ pub struct Outbound {
     pub command_timeout: HumanDuration,
     pub data_timeout: HumanDuration,
     pub max_messages_per_connection: usize,
+    /// Refuse a hop weaker than the strongest recently verified one (see outbound/downgrade.rs).
+    pub downgrade_protection: DowngradeProtection,
+    /// How long a verified hop is remembered after it was last seen.
+    pub downgrade_memory: HumanDuration,
+}
+
+/// Which destinations get downgrade protection.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DowngradeProtection {
+    #[default]
+    CharterPeers,
+    All,
+    Off,
 }
 
 impl Default for Outbound {
@@ -251,6 +265,8 @@ impl Default for Outbound {
             command_timeout: defaults::OUT_COMMAND_TIMEOUT,
             data_timeout: defaults::OUT_DATA_TIMEOUT,
             max_messages_per_connection: defaults::MAX_MESSAGES_PER_CONNECTION,
+            downgrade_protection: DowngradeProtection::CharterPeers,
+            downgrade_memory: defaults::DOWNGRADE_MEMORY,
         }
     }
 }

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub start_time: FloatGauge,
     pub dnssec_bogus_answers: Family<PeerOnly, Counter>,
     pub tlsrpt_reports: Counter,
+    pub downgrades: Family<PeerOnly, Counter>,
     pub mta_sts_cache_entries: Gauge,
     pub mta_sts_fetch_failures: Family<Failure, Counter>,
     pub audit_healthy: Gauge,
@@ -122,6 +123,7 @@ impl Metrics {
             start_time: FloatGauge::default(),
             dnssec_bogus_answers: Family::default(),
             tlsrpt_reports: Counter::default(),
+            downgrades: Family::default(),
             mta_sts_cache_entries: Gauge::default(),
             mta_sts_fetch_failures: Family::default(),
             audit_healthy: Gauge::default(),
@@ -192,6 +194,11 @@ impl Metrics {
             "dnssec_bogus_answers",
             "DNS answers the validating resolver rejected as bogus (SERVFAIL) for MX, address or TLSA lookups, by destination peer",
             m.dnssec_bogus_answers.clone(),
+        );
+        r.register(
+            "downgrades_suspected",
+            "Hops refused because the destination was recently reached with stronger TLS (downgrade memory) — alert on any for a charter peer",
+            m.downgrades.clone(),
         );
         r.register(
             "tlsrpt_reports",
@@ -335,6 +342,15 @@ impl Metrics {
                 mx: mx.to_string(),
             })
             .set(not_after as f64);
+    }
+
+    /// A hop refused as a suspected downgrade.
+    pub fn downgrade_suspected(&self, peer: &str) {
+        self.downgrades
+            .get_or_create(&PeerOnly {
+                peer: peer.to_string(),
+            })
+            .inc();
     }
 
     /// DNSSEC-bogus answers met while routing to a destination.
@@ -504,6 +520,7 @@ mod tests {
         m.mta_sts_fetch_failed("peer-a", hopguard_policy::ResultType::StsPolicyFetchError);
         m.dnssec_bogus("peer-a", 1);
         m.tlsrpt_reports.inc();
+        m.downgrade_suspected("peer-a");
         m.certificate_seen("other", "mx.elsewhere.test", 2_000_000_000);
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);

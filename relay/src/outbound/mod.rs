@@ -4,6 +4,7 @@
 pub mod certinfo;
 pub mod check;
 pub mod client;
+pub mod downgrade;
 pub mod emit;
 pub mod mta_sts;
 pub mod route;
@@ -105,6 +106,7 @@ impl Pool {
 
 pub struct Outbound {
     pub mta_sts: mta_sts::MtaSts,
+    pub downgrade: downgrade::DowngradeMemory,
     pub dns: Dns,
     pub pool: Pool,
     pub spool: Spool,
@@ -174,6 +176,7 @@ impl Outbound {
     pub fn new(dns: Dns, spool: Spool, evidence: Arc<Evidence>) -> Self {
         Self {
             mta_sts: mta_sts::MtaSts::new(dns.clone(), spool.root().join("mta-sts"), 443),
+            downgrade: downgrade::DowngradeMemory::new(spool.root().join("downgrade")),
             dns,
             pool: Pool::default(),
             spool,
@@ -251,6 +254,7 @@ impl Outbound {
             {
                 Ok(results) => {
                     last_hop.set(&s);
+                    self.remember(loaded, domain, &s, &results);
                     self.release(loaded, domain, s, generation);
                     return results;
                 }
@@ -293,6 +297,8 @@ impl Outbound {
             .metrics
             .mta_sts_cache_entries
             .set(self.mta_sts.cache_entries() as i64);
+        let mut route = route;
+        self.protect_from_downgrade(loaded, domain, &mut route);
         for f in &route.refused {
             self.record_refusal(loaded, env, domain, rcpts.len(), f, None);
         }
@@ -343,6 +349,23 @@ impl Outbound {
                         last_hop.policy = Some(c.source);
                         let mut f = from_client_error(&e);
                         f.remote = Some(format!("{}[{}]", c.reference_name, ip));
+                        // A destination verified recently that now fails TLS: suspected downgrade
+                        // (the message waits either way; this makes it visible).
+                        if f.reason.is_some()
+                            && self
+                                .downgrade
+                                .get(
+                                    domain,
+                                    chrono::Utc::now().timestamp(),
+                                    loaded.config.outbound.downgrade_memory.0,
+                                )
+                                .is_some_and(|s| s >= 2)
+                        {
+                            warn!(domain, mx = %c.reference_name, "suspected downgrade: a recently verified destination failed TLS");
+                            self.evidence
+                                .metrics
+                                .downgrade_suspected(&Self::peer_label(loaded, domain));
+                        }
                         self.evidence.record(&HopRecord {
                             time: chrono::Utc::now(),
                             message_id_hash: env.message_id_hash.clone(),
@@ -379,6 +402,7 @@ impl Outbound {
                 {
                     Ok(results) => {
                         last_hop.set(&session);
+                        self.remember(loaded, domain, &session, &results);
                         self.release(loaded, domain, session, generation);
                         return results;
                     }
@@ -504,6 +528,73 @@ impl Outbound {
 }
 
 impl Outbound {
+    fn protected(loaded: &Loaded, domain: &str) -> bool {
+        use crate::config::DowngradeProtection as P;
+        match loaded.config.outbound.downgrade_protection {
+            P::All => true,
+            P::CharterPeers => loaded.config.peer_for_domain(domain).is_some(),
+            P::Off => false,
+        }
+    }
+
+    /// Moves the candidates whose plan is weaker than the remembered strength to the refused
+    /// list (a suspected downgrade: the message waits).
+    fn protect_from_downgrade(&self, loaded: &Loaded, domain: &str, route: &mut route::Route) {
+        if !Self::protected(loaded, domain) {
+            return;
+        }
+        let ttl = loaded.config.outbound.downgrade_memory.0;
+        let Some(remembered) = self
+            .downgrade
+            .get(domain, chrono::Utc::now().timestamp(), ttl)
+        else {
+            return;
+        };
+        let (keep, weak): (Vec<_>, Vec<_>) = std::mem::take(&mut route.candidates)
+            .into_iter()
+            .partition(|c| downgrade::guaranteed(&c.tls) >= remembered);
+        route.candidates = keep;
+        for c in weak {
+            warn!(domain, mx = %c.reference_name, remembered = downgrade::name(remembered),
+                  offered = %c.tls, "suspected downgrade: hop refused");
+            self.evidence
+                .metrics
+                .downgrade_suspected(&Self::peer_label(loaded, domain));
+            route.refused.push(Failure {
+                code: 451,
+                status: "4.7.5".into(),
+                text: format!(
+                    "suspected downgrade: {domain} was reached with {} recently, this hop would only give {} (hopguard policy forget {domain} to accept it)",
+                    downgrade::name(remembered),
+                    c.tls
+                ),
+                reason: Some(hopguard_policy::ResultType::ValidationFailure),
+                remote: Some(c.reference_name.clone()),
+            });
+        }
+    }
+
+    fn remember(
+        &self,
+        loaded: &Loaded,
+        domain: &str,
+        s: &Session,
+        results: &[(String, RcptResult)],
+    ) {
+        if results
+            .iter()
+            .any(|(_, r)| matches!(r, RcptResult::Delivered { .. }))
+        {
+            let sec = s.security();
+            self.downgrade.remember(
+                domain,
+                downgrade::achieved(sec.verify_method(), sec.tls.is_some()),
+                chrono::Utc::now().timestamp(),
+                loaded.config.outbound.downgrade_memory.0,
+            );
+        }
+    }
+
     /// A host or destination refused by the policy before any connection (DNSSEC failure,
     /// DANE required, REQUIRETLS unmet): one deferred hop record with its reason.
     fn record_refusal(
