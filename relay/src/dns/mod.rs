@@ -1,4 +1,5 @@
-//! DNS lookups for outbound routing: MX (RFC 5321 §5.1, null MX RFC 7505) and host addresses.
+//! DNS lookups at the edge: addresses of fixed next hops, TXT (MTA-STS, TLS-RPT), FCrDNS; the
+//! DNSSEC-aware MX/TLSA queries of MX routing are in `secure`.
 //!
 //! Resolvers come from the config (or /etc/resolv.conf's `nameserver` lines); the hosts file is
 //! never read. A temporary failure is never read as "no records".
@@ -35,17 +36,6 @@ pub enum DnsFailure {
     /// SERVFAIL, timeout, refused: try again later.
     #[error("{0}: temporary DNS failure ({1})")]
     Temporary(String, String),
-}
-
-/// The MX answer for a destination domain.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MxAnswer {
-    /// Exchanges sorted by preference (lowest first).
-    Hosts(Vec<(u16, String)>),
-    /// RFC 7505 null MX: the domain accepts no mail.
-    NullMx,
-    /// No MX records: the domain itself is the implicit MX (RFC 5321 §5.1).
-    Implicit,
 }
 
 #[derive(Clone)]
@@ -87,43 +77,6 @@ impl Dns {
     /// A query whose DNSSEC status matters (AD bit from the configured validating resolver).
     pub async fn secure(&self, name: &str, rtype: RecordType) -> secure::SecureAnswer {
         secure::query(&self.servers, name, rtype, self.timeout).await
-    }
-
-    pub async fn mx(&self, domain: &str) -> Result<MxAnswer, DnsFailure> {
-        let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        match self.resolver.lookup(fqdn.as_str(), RecordType::MX).await {
-            Ok(lookup) => {
-                let mut hosts: Vec<(u16, String)> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(mx) => Some((
-                            mx.preference,
-                            mx.exchange
-                                .to_lowercase()
-                                .to_ascii()
-                                .trim_end_matches('.')
-                                .to_string(),
-                        )),
-                        _ => None,
-                    })
-                    .collect();
-                // RFC 7505 §3: a single MX with an empty exchange (".") means "no mail".
-                if hosts.len() == 1 && hosts[0].1.is_empty() {
-                    return Ok(MxAnswer::NullMx);
-                }
-                hosts.retain(|(_, h)| !h.is_empty());
-                if hosts.is_empty() {
-                    return Ok(MxAnswer::Implicit);
-                }
-                hosts.sort();
-                Ok(MxAnswer::Hosts(hosts))
-            }
-            Err(e) => match classify(domain, &e) {
-                Classified::NoRecords => Ok(MxAnswer::Implicit),
-                Classified::Failure(f) => Err(f),
-            },
-        }
     }
 
     /// Forward-confirmed reverse DNS: the PTR names of `ip` whose A/AAAA records include `ip`.

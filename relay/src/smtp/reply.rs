@@ -178,9 +178,6 @@ impl Reply {
             "Temporary local problem: evidence log unavailable, try again later",
         )
     }
-    pub fn tls_unavailable() -> Self {
-        Self::new(454, (4, 7, 0), "TLS not available")
-    }
     pub fn already_tls() -> Self {
         Self::new(503, (5, 5, 1), "TLS already active")
     }
@@ -211,9 +208,6 @@ impl Reply {
             (4, 7, 0),
             format!("{host} too many connections, try again later"),
         )
-    }
-    pub fn shutting_down(host: &str) -> Self {
-        Self::new(421, (4, 3, 2), format!("{host} shutting down"))
     }
 }
 
