@@ -59,7 +59,9 @@ impl OutboundTls {
             // No anchors at all: every PKIX verification fails (never "accept all").
             builder()?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoAnchors(provider.clone())))
+                .with_custom_certificate_verifier(Arc::new(SignatureOnly::no_anchors(
+                    provider.clone(),
+                )))
                 .with_no_client_auth()
         } else {
             builder()?
@@ -68,7 +70,7 @@ impl OutboundTls {
         };
         let encrypt = builder()?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly(provider.clone())))
+            .with_custom_certificate_verifier(Arc::new(SignatureOnly::encrypt(provider.clone())))
             .with_no_client_auth();
         Ok(Self {
             pkix: Arc::new(pkix),
@@ -122,7 +124,7 @@ impl OutboundTls {
                     .and_then(|v| with(v).ok());
                 // No usable anchors: fail closed.
                 let config = built.unwrap_or_else(|| {
-                    with(Arc::new(NoAnchors(provider.clone())))
+                    with(Arc::new(SignatureOnly::no_anchors(provider.clone())))
                         .unwrap_or_else(|_| self.pkix.clone())
                 });
                 return (config, None);
@@ -130,7 +132,7 @@ impl OutboundTls {
         }
         if min_tls == TlsVersion::Tls13 {
             if let Plan::Encrypt | Plan::Opportunistic = plan {
-                if let Ok(c) = with(Arc::new(EncryptOnly(provider.clone()))) {
+                if let Ok(c) = with(Arc::new(SignatureOnly::encrypt(provider.clone()))) {
                     return (c, None);
                 }
             }
@@ -165,58 +167,32 @@ pub fn classify_tls_error(err: &std::io::Error) -> ResultType {
     }
 }
 
+/// A verifier that checks only the handshake signatures: `accept_any` accepts every
+/// certificate (`encrypt`: TLS required, not authenticated); otherwise it refuses every one
+/// (PKIX with no trust anchors at all — never "accept all").
 #[derive(Debug)]
-struct EncryptOnly(Arc<rustls::crypto::CryptoProvider>);
+struct SignatureOnly {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    accept_any: bool,
+}
 
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+impl SignatureOnly {
+    fn encrypt(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self {
+            provider,
+            accept_any: true,
+        }
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+    fn no_anchors(provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        Self {
+            provider,
+            accept_any: false,
+        }
     }
 }
 
-#[derive(Debug)]
-struct NoAnchors(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoAnchors {
+impl ServerCertVerifier for SignatureOnly {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -225,9 +201,13 @@ impl ServerCertVerifier for NoAnchors {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::InvalidCertificate(
-            CertificateError::UnknownIssuer,
-        ))
+        if self.accept_any {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))
+        }
     }
 
     fn verify_tls12_signature(
@@ -240,7 +220,7 @@ impl ServerCertVerifier for NoAnchors {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
@@ -254,11 +234,13 @@ impl ServerCertVerifier for NoAnchors {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
