@@ -328,6 +328,39 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// A relay of its own outside the standard `World`: listener `relay_ip:25`, metrics on
+    /// `relay_ip:9465`, spool `spool_dir`, resolving through `resolver`, trusting `ca_file`,
+    /// inbound TLS optional for non-peers, hour-long retries (counts stay fixed within a test),
+    /// no relay networks, domains, peers or routes.
+    pub fn standalone(
+        spool_dir: PathBuf,
+        relay_ip: std::net::Ipv4Addr,
+        cert: &crate::ca::CertFiles,
+        ca_file: &Path,
+        resolver: SocketAddr,
+    ) -> Self {
+        Self {
+            hostname: "relay.hopguard.test".into(),
+            spool_dir,
+            listen: SocketAddr::from((relay_ip, 25)),
+            certificate: cert.cert.clone(),
+            key: cert.key.clone(),
+            inbound_tls: Some("optional".into()),
+            relay_networks: Vec::new(),
+            relay_domains: Vec::new(),
+            peers: Vec::new(),
+            routes: Vec::new(),
+            resolvers: vec![resolver],
+            ca_file: Some(ca_file.to_path_buf()),
+            min_backoff: "1h".into(),
+            max_backoff: "2h".into(),
+            max_lifetime: "5d".into(),
+            log_level: "debug".into(),
+            metrics: Some(SocketAddr::from((relay_ip, 9465))),
+            extra: String::new(),
+        }
+    }
+
     /// The config file text.
     pub fn to_yaml(&self) -> String {
         let mut y = String::new();

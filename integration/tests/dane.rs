@@ -99,26 +99,14 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     )?;
 
     let metrics_addr = SocketAddr::from((relay_addr, 9465));
-    let cfg = RelayConfig {
-        hostname: "relay.hopguard.test".into(),
-        spool_dir: dir.path().join("hopguard/spool"),
-        listen: SocketAddr::from((relay_addr, 25)),
-        certificate: relay_cert.cert.clone(),
-        key: relay_cert.key.clone(),
-        inbound_tls: Some("optional".into()),
-        relay_networks: vec![format!("{client}/32")],
-        relay_domains: Vec::new(),
-        peers: Vec::new(),
-        routes: Vec::new(),
-        resolvers: vec![dns.resolver()],
-        ca_file: Some(ca.ca_pem().to_path_buf()),
-        min_backoff: "1h".into(),
-        max_backoff: "2h".into(),
-        max_lifetime: "5d".into(),
-        log_level: "debug".into(),
-        metrics: Some(metrics_addr),
-        extra: String::new(),
-    };
+    let mut cfg = RelayConfig::standalone(
+        dir.path().join("hopguard/spool"),
+        relay_addr,
+        &relay_cert,
+        ca.ca_pem(),
+        dns.resolver(),
+    );
+    cfg.relay_networks = vec![format!("{client}/32")];
     std::fs::create_dir_all(&cfg.spool_dir)?;
     let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
     let with_logs = |e: anyhow::Error| {

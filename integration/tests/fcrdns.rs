@@ -33,31 +33,19 @@ async fn fcrdns_attributes_charter_peers() -> Result<()> {
         .raw(&ptr_line(liar, "out2.peer-f.test"));
     let nsd = Nsd::start(&dir.sub("nsd")?, dns_ip, &[forward, reverse])?;
     let metrics_addr = SocketAddr::from((relay_ip, 9465));
-    let cfg = RelayConfig {
-        hostname: "relay.hopguard.test".into(),
-        spool_dir: dir.path().join("hopguard/spool"),
-        listen: SocketAddr::from((relay_ip, 25)),
-        certificate: relay_cert.cert.clone(),
-        key: relay_cert.key.clone(),
-        inbound_tls: Some("optional".into()),
-        relay_networks: Vec::new(),
-        relay_domains: Vec::new(),
-        peers: vec![Peer {
-            name: "peer-f".into(),
-            domains: vec!["peer-f.test".into()],
-            client_networks: Vec::new(),
-            inbound_tls: Some("required".into()),
-        }],
-        routes: Vec::new(),
-        resolvers: vec![nsd.resolver()],
-        ca_file: Some(ca.ca_pem().to_path_buf()),
-        min_backoff: "1h".into(),
-        max_backoff: "2h".into(),
-        max_lifetime: "5d".into(),
-        log_level: "debug".into(),
-        metrics: Some(metrics_addr),
-        extra: String::new(),
-    };
+    let mut cfg = RelayConfig::standalone(
+        dir.path().join("hopguard/spool"),
+        relay_ip,
+        &relay_cert,
+        ca.ca_pem(),
+        nsd.resolver(),
+    );
+    cfg.peers = vec![Peer {
+        name: "peer-f".into(),
+        domains: vec!["peer-f.test".into()],
+        client_networks: Vec::new(),
+        inbound_tls: Some("required".into()),
+    }];
     std::fs::create_dir_all(&cfg.spool_dir)?;
     let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
     let run = async {

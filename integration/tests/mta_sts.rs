@@ -102,26 +102,14 @@ fn mta_sts_cases() -> Result<()> {
             .to_string(),
     )?;
     let metrics_addr = SocketAddr::from((relay_ip, 9465));
-    let cfg = RelayConfig {
-        hostname: "relay.hopguard.test".into(),
-        spool_dir: spool.clone(),
-        listen: SocketAddr::from((relay_ip, 25)),
-        certificate: relay_cert.cert.clone(),
-        key: relay_cert.key.clone(),
-        inbound_tls: Some("optional".into()),
-        relay_networks: vec![format!("{client}/32")],
-        relay_domains: Vec::new(),
-        peers: Vec::new(),
-        routes: Vec::new(),
-        resolvers: vec![nsd.resolver()],
-        ca_file: Some(ca.ca_pem().to_path_buf()),
-        min_backoff: "1h".into(),
-        max_backoff: "2h".into(),
-        max_lifetime: "5d".into(),
-        log_level: "debug".into(),
-        metrics: Some(metrics_addr),
-        extra: String::new(),
-    };
+    let mut cfg = RelayConfig::standalone(
+        spool.clone(),
+        relay_ip,
+        &relay_cert,
+        ca.ca_pem(),
+        nsd.resolver(),
+    );
+    cfg.relay_networks = vec![format!("{client}/32")];
     let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
     let logs = || format!("hopguard.log:\n{}\nnginx:\n{}", hg.log(), web.log());
 
