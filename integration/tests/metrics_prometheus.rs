@@ -283,25 +283,29 @@ fn dashboards_and_rules_evaluate_against_real_traffic() -> Result<()> {
     );
 
     let today = utc_today();
+    // `hopguard report` over today's audit files, verified with the node's public key.
+    let run_report = |out: &std::path::Path, format: &str| {
+        hopguard_integration::hopguard::run_cli(
+            &bin,
+            &[
+                "report",
+                "--audit",
+                &audit_dir.display().to_string(),
+                "--from",
+                &today,
+                "--to",
+                &today,
+                "--format",
+                format,
+                "--pubkey",
+                &pubkey.display().to_string(),
+                "--out",
+                &out.display().to_string(),
+            ],
+        )
+    };
     let report_path = w.dir.path().join("report.json");
-    let out = hopguard_integration::hopguard::run_cli(
-        &bin,
-        &[
-            "report",
-            "--audit",
-            &audit_dir.display().to_string(),
-            "--from",
-            &today,
-            "--to",
-            &today,
-            "--format",
-            "json",
-            "--pubkey",
-            &pubkey.display().to_string(),
-            "--out",
-            &report_path.display().to_string(),
-        ],
-    )?;
+    let out = run_report(&report_path, "json")?;
     ensure!(out.status.success(), "report failed: {out:?}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)?;
     let stats = |peer: &str, dir: &str| -> Result<serde_json::Value> {
@@ -385,24 +389,7 @@ fn dashboards_and_rules_evaluate_against_real_traffic() -> Result<()> {
 
     // The HTML report renders in headless Chromium (Debian package).
     let html = w.dir.path().join("report.html");
-    let out = hopguard_integration::hopguard::run_cli(
-        &bin,
-        &[
-            "report",
-            "--audit",
-            &audit_dir.display().to_string(),
-            "--from",
-            &today,
-            "--to",
-            &today,
-            "--format",
-            "html",
-            "--pubkey",
-            &pubkey.display().to_string(),
-            "--out",
-            &html.display().to_string(),
-        ],
-    )?;
+    let out = run_report(&html, "html")?;
     ensure!(out.status.success(), "html report failed: {out:?}");
     let shot = w.dir.path().join("report.png");
     hopguard_integration::chromium::render(&html, &shot)?;
