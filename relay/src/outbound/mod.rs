@@ -293,10 +293,6 @@ impl Outbound {
                 .metrics
                 .mta_sts_fetch_failed(&Self::peer_label(loaded, domain), reason);
         }
-        self.evidence
-            .metrics
-            .mta_sts_cache_entries
-            .set(self.mta_sts.cache_entries() as i64);
         let mut route = route;
         self.protect_from_downgrade(loaded, domain, &mut route);
         for f in &route.refused {

@@ -206,6 +206,12 @@ impl Queue {
         }
         let rows: Vec<(String, i64, f64)> = per.into_iter().map(|(p, (n, a))| (p, n, a)).collect();
         self.outbound.evidence.metrics.set_queue(&rows);
+        // Counted with the queue gauges (every scan), not on each delivery: it reads a directory.
+        self.outbound
+            .evidence
+            .metrics
+            .mta_sts_cache_entries
+            .set(self.outbound.mta_sts.cache_entries() as i64);
     }
 
     /// One delivery attempt for every pending domain of `id`. Returns the next attempt time,
