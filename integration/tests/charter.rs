@@ -1,12 +1,14 @@
 //! Charter peers' outbound policies end to end (issue 3): a pinned CA that issued the peer's
 //! certificate delivers; a pinned CA that did not defers (certificate-not-trusted); a charter
-//! peer whose MX offers no STARTTLS never receives anything (starttls-not-supported).
+//! peer whose MX offers no STARTTLS never receives anything (starttls-not-supported). A
+//! report-only peer whose pinned CA did not issue the certificate is delivered to (under the
+//! operator's PKIX default) and the would-be failure is recorded in the metrics.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hopguard_integration::world::{marker, World, PEER_A, PLAIN_PEER, TLS_PEER};
-use hopguard_integration::{wait_until, Hopguard, TestCa};
+use hopguard_integration::world::{marker, World, ORIGIN, PEER_A, PLAIN_PEER, TLS_PEER};
+use hopguard_integration::{scrape_metrics, wait_until, Hopguard, TestCa};
 
 #[test]
 fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
@@ -15,8 +17,9 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     let other_ca = TestCa::new(&other_dir)?;
     let cfg = w.relay_config();
     let peers = format!(
-        "peers:\n  - name: good\n    domains: [\"{PEER_A}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: strict\n    domains: [\"{TLS_PEER}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: plain\n    domains: [\"{PLAIN_PEER}\"]\n    outbound:\n      require: encrypt\n",
+        "peers:\n  - name: good\n    domains: [\"{PEER_A}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: strict\n    domains: [\"{TLS_PEER}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: plain\n    domains: [\"{PLAIN_PEER}\"]\n    outbound:\n      require: encrypt\n  - name: dryrun\n    domains: [\"{ORIGIN}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n      report_only: true\n",
         w.ca.ca_pem().display(),
+        other_ca.ca_pem().display(),
         other_ca.ca_pem().display(),
     );
     let yaml = cfg.to_yaml();
@@ -37,6 +40,10 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     ensure!(w
         .submit("sender@origin.test", &format!("a@{TLS_PEER}"), &m_strict)?
         .success());
+    let m_dry = marker("report-only");
+    ensure!(w
+        .submit("sender@origin.test", &format!("a@{ORIGIN}"), &m_dry)?
+        .success());
     let m_plain = marker("plain-charter");
     ensure!(w
         .submit("sender@origin.test", &format!("a@{PLAIN_PEER}"), &m_plain)?
@@ -45,6 +52,25 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     w.tls_peer
         .wait_for_message(|m| m.contains(&m_good), Duration::from_secs(60))
         .with_context(|| hg.log())?;
+    // Report-only: delivered, verified by PKIX (the operator's default), and the pinned CA's
+    // would-be refusal recorded.
+    w.tls_peer
+        .wait_for_message(|m| m.contains(&m_dry), Duration::from_secs(60))
+        .with_context(|| hg.log())?;
+    let metrics_addr = cfg.metrics.context("metrics endpoint")?;
+    let text = scrape_metrics(metrics_addr)?;
+    ensure!(
+        text.contains(r#"hopguard_policy_observed_total{peer="dryrun",policy="charter",result="certificate-not-trusted"} 1"#),
+        "report-only verdict not recorded:\n{text}"
+    );
+    ensure!(
+        text.contains(r#"hopguard_outbound_messages_total{peer="dryrun",policy="charter",tls="TLSv1.3",verify="pkix",outcome="delivered"} 1"#),
+        "report-only peer not delivered under PKIX:\n{text}"
+    );
+    ensure!(
+        !text.contains(r#"peer="good",policy="charter",result"#),
+        "an enforced charter was recorded as observed:\n{text}"
+    );
     wait_until(
         "both refusals in the queue",
         Duration::from_secs(60),

@@ -8,6 +8,9 @@
 //! | sts-nomx.test      | mx: other.example       | mx.sts.test      | deferred (MX not in the policy)          |
 //! | sts-badname.test   | mx: *.sts.test          | wrong.sts.test   | deferred, certificate-host-mismatch      |
 //! | sts-cache.test     | fetch fails (wrong cert) | mx.sts.test     | the cached policy applies: delivered     |
+//! | sts-testing.test   | mx: *.sts.test, testing | wrong.sts.test   | delivered (route: encrypt); the would-be |
+//! |                    |                         |                  | certificate-host-mismatch in TLS-RPT and |
+//! |                    |                         |                  | the metrics                              |
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,11 +21,15 @@ use hopguard_integration::https::{Nginx, Site};
 use hopguard_integration::smtp_client::SwaksMail;
 use hopguard_integration::world::marker;
 use hopguard_integration::{
-    wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, TestCa, TestDir,
+    wait_until, Hopguard, Net, Postfix, PostfixOpts, RelayConfig, Route, TestCa, TestDir,
 };
 
 fn policy(mx: &str) -> String {
-    format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+    policy_mode("enforce", mx)
+}
+
+fn policy_mode(mode: &str, mx: &str) -> String {
+    format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
 }
 
 #[test]
@@ -39,28 +46,31 @@ fn mta_sts_cases() -> Result<()> {
     );
     let mx_cert = ca.issue(&certs, "mx", &["mx.sts.test"])?;
     let relay_cert = ca.issue(&certs, "relay", &["relay.hopguard.test"])?;
-    let site = |name: &str, mx: &str| -> Result<Site> {
+    let site = |name: &str, mode: &str, mx: &str| -> Result<Site> {
         let host = format!("mta-sts.{name}");
         let cert = ca.issue(&certs, &format!("web-{name}"), &[&host])?;
-        Ok(Site::mta_sts(&host, cert, &policy(mx)))
+        Ok(Site::mta_sts(&host, cert, &policy_mode(mode, mx)))
     };
     let sites = vec![
-        site("sts-ok.test", "mx.sts.test")?,
-        site("sts-nomx.test", "other.example")?,
-        site("sts-badname.test", "*.sts.test")?,
+        site("sts-ok.test", "enforce", "mx.sts.test")?,
+        site("sts-nomx.test", "enforce", "other.example")?,
+        site("sts-badname.test", "enforce", "*.sts.test")?,
+        site("sts-testing.test", "testing", "*.sts.test")?,
     ];
     let web = Nginx::start(&dir.sub("nginx")?, web_ip, sites)?;
 
     let mut zone = Zone::new("test.")
         .a("mx.sts.test", mx_ip)
         .a("wrong.sts.test", mx_ip);
-    for d in [
+    let domains = [
         "sts-ok.test",
         "sts-nomx.test",
         "sts-badname.test",
         "sts-cache.test",
-    ] {
-        let host = if d == "sts-badname.test" {
+        "sts-testing.test",
+    ];
+    for d in domains {
+        let host = if d == "sts-badname.test" || d == "sts-testing.test" {
             "wrong.sts.test"
         } else {
             "mx.sts.test"
@@ -76,14 +86,7 @@ fn mta_sts_cases() -> Result<()> {
         mx_ip,
         PostfixOpts {
             tls: Some(mx_cert),
-            domains: [
-                "sts-ok.test",
-                "sts-nomx.test",
-                "sts-badname.test",
-                "sts-cache.test",
-            ]
-            .map(String::from)
-            .to_vec(),
+            domains: domains.map(String::from).to_vec(),
             hostname: Some("mx.sts.test".into()),
         },
     )?;
@@ -110,6 +113,12 @@ fn mta_sts_cases() -> Result<()> {
         nsd.resolver(),
     );
     cfg.relay_networks = vec![format!("{client}/32")];
+    // The operator's default for sts-testing.test: TLS without authentication (the policy in
+    // testing mode is observed, not enforced).
+    cfg.routes = vec![Route {
+        domain: "sts-testing.test".into(),
+        tls: "encrypt".into(),
+    }];
     let hg = Hopguard::start(&dir.sub("hopguard")?, &cfg.to_yaml())?;
     let logs = || format!("hopguard.log:\n{}\nnginx:\n{}", hg.log(), web.log());
 
@@ -131,11 +140,14 @@ fn mta_sts_cases() -> Result<()> {
     let nomx = send("u@sts-nomx.test")?;
     let badname = send("u@sts-badname.test")?;
     let cached = send("u@sts-cache.test")?;
+    let testing = send("u@sts-testing.test")?;
 
     let wait = Duration::from_secs(60);
     peer.wait_for_message(|m| m.contains(&ok), wait)
         .with_context(logs)?;
     peer.wait_for_message(|m| m.contains(&cached), wait)
+        .with_context(logs)?;
+    peer.wait_for_message(|m| m.contains(&testing), wait)
         .with_context(logs)?;
     wait_until("the two deferrals", wait, || {
         let list = hg.queue_list()?;
@@ -167,6 +179,40 @@ fn mta_sts_cases() -> Result<()> {
     ensure!(
         text.contains(r#"reason="sts-webpki-invalid""#),
         "fetch failure not counted:\n{text}"
+    );
+
+    // MTA-STS testing: delivered under the operator's `encrypt`, the policy's would-be
+    // failure recorded — metrics, and TLS-RPT against the `sts` policy (RFC 8460 §4.3).
+    ensure!(
+        text.contains(r#"hopguard_policy_observed_total{peer="other",policy="mta-sts",result="certificate-host-mismatch"} 1"#),
+        "testing-mode failure not in the metrics:\n{text}"
+    );
+    ensure!(
+        text.contains(r#"policy="operator",tls="TLSv1.3",verify="none",outcome="delivered""#),
+        "testing-mode delivery not under the operator's encrypt:\n{text}"
+    );
+    // One UTC day directory (a test run across midnight would make two; take the newest).
+    let mut days: Vec<_> = std::fs::read_dir(spool.join("tlsrpt"))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    days.sort();
+    let rpt_path = days
+        .last()
+        .context("no TLS-RPT day directory")?
+        .join("sts-testing.test.json");
+    let rpt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&rpt_path).with_context(|| rpt_path.display().to_string())?,
+    )?;
+    let sts = &rpt["policies"]["sts"];
+    ensure!(
+        sts["success"] == 0
+            && sts["failures"].as_object().is_some_and(|f| f
+                .values()
+                .any(|v| v["result_type"] == "certificate-host-mismatch"
+                    && v["receiving_mx_hostname"] == "wrong.sts.test"
+                    && v["count"] == 1)),
+        "TLS-RPT aggregate for sts-testing.test: {rpt}"
     );
     Ok(())
 }

@@ -45,7 +45,7 @@ pub use hop::{
     TlsaAnswer,
 };
 pub use mta_sts::{MxPattern, StsMode, StsPolicy, StsState};
-pub use observe::{Observation, ObservingVerifier};
+pub use observe::{checks, verdicts, HopSeen, Observation, ObservingVerifier};
 pub use pin::{PinnedVerifier, SpkiPin};
 pub use result_type::ResultType;
 pub use verify::{CertPolicyError, VerifyMethod};

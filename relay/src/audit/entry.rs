@@ -107,6 +107,20 @@ pub struct HopEntry {
     #[serde(deserialize_with = "nullable")]
     pub size: Option<u64>,
     pub recipients: u64,
+    /// Policies observed but not enforced on this hop, with their would-be verdicts. Written
+    /// only when there are some (lines from before this field stay valid).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed: Vec<ObservedEntry>,
+}
+
+/// A policy observed, not enforced, on a hop (MTA-STS `testing`, a report-only charter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObservedEntry {
+    pub policy: PolicySource,
+    /// `null`: the hop would have passed.
+    #[serde(deserialize_with = "nullable")]
+    pub result_type: Option<ResultType>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +294,14 @@ impl HopEntry {
             message_id_hash: hop.message_id_hash.clone(),
             size: hop.size,
             recipients: hop.recipients as u64,
+            observed: hop
+                .observed
+                .iter()
+                .map(|o| ObservedEntry {
+                    policy: o.source,
+                    result_type: o.result,
+                })
+                .collect(),
         }
     }
 }

@@ -60,6 +60,7 @@ pub(super) fn hop(time: &str, direction: Direction, peer: &str, outcome: Outcome
         recipients: 2,
         latency: None,
         policy_domain: None,
+        observed: Vec::new(),
     }
 }
 
@@ -193,6 +194,43 @@ fn hop_line_format_snapshot() {
              \"queue_id\":null,\"message_id_hash\":null,\"size\":null,\"recipients\":0}}"
         )
     );
+}
+
+#[test]
+fn observed_policies_are_written_and_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w =
+        AuditWriter::open(&config(dir.path(), 100), at("2025-03-01T09:00:00Z")).expect("open");
+    let mut h = hop(
+        "2025-03-01T10:00:00.250Z",
+        Direction::Outbound,
+        "other",
+        Outcome::Delivered,
+    );
+    h.observed = vec![
+        crate::evidence::Observed {
+            source: PolicySource::MtaSts,
+            result: Some(hopguard_policy::ResultType::CertificateHostMismatch),
+        },
+        crate::evidence::Observed {
+            source: PolicySource::Charter,
+            result: None,
+        },
+    ];
+    w.append(&h, at("2025-03-01T10:00:01Z")).expect("append");
+    w.flush().expect("flush");
+    let line = String::from_utf8(lines(&dir.path().join(DAY1))[0].clone()).expect("utf8");
+    assert!(
+        line.ends_with(
+            ",\"observed\":[{\"policy\":\"mta-sts\",\"result_type\":\"certificate-host-mismatch\"},\
+             {\"policy\":\"charter\",\"result_type\":null}]}"
+        ),
+        "{line}"
+    );
+    let parsed = Entry::parse(line.as_bytes()).expect("parse");
+    assert!(matches!(parsed, Entry::Hop(e) if e.observed.len() == 2));
+    let report = verify(dir.path(), &key().verifying_key());
+    assert!(report.failure.is_none(), "{:?}", report.failure);
 }
 
 #[test]

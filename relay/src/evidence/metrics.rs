@@ -60,6 +60,15 @@ pub struct Failure {
     pub reason: String,
 }
 
+/// A policy observed, not enforced (`policy` = mta-sts | charter), and its would-be result:
+/// `pass` or an RFC 8460 result type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObservedLabels {
+    pub peer: String,
+    pub policy: String,
+    pub result: String,
+}
+
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric hopguard exports, registered once at start.
@@ -71,6 +80,7 @@ pub struct Metrics {
     pub outbound_attempts: Family<Attempt, Counter>,
     pub outbound_messages: Family<Attempt, Counter>,
     pub tls_failures: Family<Failure, Counter>,
+    pub policy_observed: Family<ObservedLabels, Counter>,
     pub plaintext_deliveries: Family<PeerOnly, Counter>,
     pub queue_messages: Family<PeerOnly, Gauge>,
     pub queue_oldest_age: Family<PeerOnly, FloatGauge>,
@@ -113,6 +123,7 @@ impl Metrics {
             outbound_attempts: Family::default(),
             outbound_messages: Family::default(),
             tls_failures: Family::default(),
+            policy_observed: Family::default(),
             plaintext_deliveries: Family::default(),
             queue_messages: Family::default(),
             queue_oldest_age: Family::default(),
@@ -153,6 +164,11 @@ impl Metrics {
             "tls_failures",
             "TLS failures by peer, direction and RFC 8460 result type",
             m.tls_failures.clone(),
+        );
+        r.register(
+            "policy_observed",
+            "Outbound hops checked against a policy that is observed, not enforced (MTA-STS testing, a report-only charter, an MTA-STS policy that could not be fetched), by peer, policy and would-be result (pass or an RFC 8460 result type)",
+            m.policy_observed.clone(),
         );
         r.register("plaintext_deliveries", "Messages delivered without TLS (only where an explicit opportunistic policy allowed it; alert if a charter peer ever appears)", m.plaintext_deliveries.clone());
         r.register(
@@ -306,6 +322,15 @@ impl Metrics {
                     outcome: h.outcome.as_str().to_string(),
                 };
                 self.outbound_attempts.get_or_create(&labels).inc();
+                for o in &h.observed {
+                    self.policy_observed
+                        .get_or_create(&ObservedLabels {
+                            peer: peer.clone(),
+                            policy: o.source.as_str().to_string(),
+                            result: o.result.map_or("pass", |r| r.as_str()).to_string(),
+                        })
+                        .inc();
+                }
                 if let Some(rt) = h.result_type {
                     self.tls_failures
                         .get_or_create(&Failure {
@@ -468,6 +493,7 @@ mod tests {
             recipients: 1,
             latency: Some(0.2),
             policy_domain: None,
+            observed: Vec::new(),
         }
     }
 
@@ -525,7 +551,12 @@ mod tests {
         let mut failed = hop(Direction::Outbound, Outcome::Deferred, false);
         failed.result_type = Some(hopguard_policy::ResultType::StarttlsNotSupported);
         m.record(&failed);
-        m.record(&hop(Direction::Outbound, Outcome::Delivered, true));
+        let mut delivered = hop(Direction::Outbound, Outcome::Delivered, true);
+        delivered.observed = vec![crate::evidence::Observed {
+            source: hopguard_policy::PolicySource::MtaSts,
+            result: None,
+        }];
+        m.record(&delivered);
         let registered: std::collections::BTreeSet<String> = m
             .encode()
             .lines()

@@ -7,7 +7,7 @@ pub mod record;
 pub mod tlsrpt;
 
 pub use metrics::Metrics;
-pub use record::{Direction, HopRecord, Outcome, TlsFacts};
+pub use record::{Direction, HopRecord, Observed, Outcome, TlsFacts};
 
 use std::sync::Arc;
 

@@ -81,6 +81,18 @@ pub struct HopRecord {
     pub latency: Option<f64>,
     /// Outbound: the destination (policy) domain, for TLS-RPT.
     pub policy_domain: Option<String>,
+    /// Policies observed on this hop but not enforced (MTA-STS `testing`, a report-only charter,
+    /// an MTA-STS policy that could not be fetched), with the verdict each would have given.
+    pub observed: Vec<Observed>,
+}
+
+/// The verdict of a policy observed, not enforced, on a hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// `mta-sts` or `charter`.
+    pub source: PolicySource,
+    /// None: the hop would have passed; else the RFC 8460 result type it would have failed with.
+    pub result: Option<ResultType>,
 }
 
 impl HopRecord {

@@ -94,13 +94,25 @@ impl TlsRptStore {
         let Some(domain) = h.policy_domain.as_deref() else {
             return;
         };
+        // An MTA-STS policy observed, not enforced (`testing`, or not fetchable) is still the
+        // domain's published policy: the session is reported against it (RFC 8460 §4.3), with
+        // the failure it would have caused.
+        let sts_observed = h
+            .observed
+            .iter()
+            .find(|o| o.source == PolicySource::MtaSts)
+            .filter(|_| !matches!(h.policy, Some(PolicySource::Dane | PolicySource::MtaSts)));
+        let (ptype, result_type) = match sts_observed {
+            Some(o) => ("sts", h.result_type.or(o.result)),
+            None => (policy_type(h.policy), h.result_type),
+        };
         let success = h.tls.is_some()
-            && h.result_type.is_none()
+            && result_type.is_none()
             && matches!(
                 h.outcome,
                 Outcome::Delivered | Outcome::Bounced | Outcome::Deferred
             );
-        if !success && h.result_type.is_none() {
+        if !success && result_type.is_none() {
             return; // not a TLS session (e.g. connection refused)
         }
         let day = h.time.format("%Y-%m-%d").to_string();
@@ -109,7 +121,6 @@ impl TlsRptStore {
         let entry = cache
             .entry(key)
             .or_insert_with(|| Self::load(&self.dir, &day, domain).unwrap_or_default());
-        let ptype = policy_type(h.policy);
         let counts = entry
             .policies
             .entry(ptype.to_string())
@@ -126,7 +137,7 @@ impl TlsRptStore {
         if !mx.is_empty() && !counts.mx_hosts.contains(&mx) {
             counts.mx_hosts.push(mx.clone());
         }
-        match h.result_type {
+        match result_type {
             None => counts.success += 1,
             Some(rt) => {
                 let ip = h.remote_ip.map(|i| i.to_string());
@@ -308,6 +319,75 @@ mod tests {
         assert!(out.status.success());
         assert_eq!(out.stdout, data);
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    fn hop(policy: Option<PolicySource>, observed: Vec<super::super::Observed>) -> HopRecord {
+        HopRecord {
+            time: chrono::Utc::now(),
+            direction: Direction::Outbound,
+            peer: "other".into(),
+            remote_ip: None,
+            remote_host: "mx.a.test[127.0.0.9]".into(),
+            tls: Some(super::super::TlsFacts {
+                version: "TLSv1.3".into(),
+                cipher: "TLS_AES_128_GCM_SHA256".into(),
+                cert_sha256: None,
+                spki_sha256: None,
+            }),
+            verification: hopguard_policy::VerifyMethod::None,
+            policy,
+            outcome: Outcome::Delivered,
+            result_type: None,
+            reply_code: None,
+            queue_id: None,
+            message_id_hash: None,
+            size: None,
+            recipients: 1,
+            latency: None,
+            policy_domain: Some("a.test".into()),
+            observed,
+        }
+    }
+
+    #[test]
+    fn observed_sts_policies_are_reported_against_sts() {
+        use super::super::Observed;
+        use hopguard_policy::ResultType;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TlsRptStore::new(dir.path().to_path_buf());
+        let sts_fail = Observed {
+            source: PolicySource::MtaSts,
+            result: Some(ResultType::CertificateHostMismatch),
+        };
+        let sts_pass = Observed {
+            source: PolicySource::MtaSts,
+            result: None,
+        };
+        let charter_fail = Observed {
+            source: PolicySource::Charter,
+            result: Some(ResultType::CertificateNotTrusted),
+        };
+        // Delivered under the operator's policy while MTA-STS `testing` would have failed.
+        store.record(&hop(Some(PolicySource::Operator), vec![sts_fail]));
+        store.record(&hop(Some(PolicySource::Operator), vec![sts_pass]));
+        // A report-only charter is not a published policy: not in TLS-RPT.
+        store.record(&hop(Some(PolicySource::Operator), vec![charter_fail]));
+        // DANE enforced: reported against tlsa even if an MTA-STS policy was observed.
+        store.record(&hop(Some(PolicySource::Dane), vec![sts_fail]));
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let data = TlsRptStore::load(dir.path(), &day, "a.test").unwrap();
+        let sts = &data.policies["sts"];
+        assert_eq!(sts.success, 1);
+        assert_eq!(sts.mx_hosts, ["mx.a.test"]);
+        let f: Vec<_> = sts.failures.values().collect();
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].result_type.as_str(), f[0].count),
+            ("certificate-host-mismatch", 1)
+        );
+        assert_eq!(data.policies["no-policy-found"].success, 1);
+        assert_eq!(data.policies["tlsa"].success, 1);
+        assert!(data.policies["tlsa"].failures.is_empty());
     }
 
     #[test]

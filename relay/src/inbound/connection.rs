@@ -45,6 +45,7 @@ fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
             .unwrap_or(0),
         latency: None,
         policy_domain: None,
+        observed: Vec::new(),
     }
 }
 

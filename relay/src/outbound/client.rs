@@ -154,6 +154,8 @@ pub struct Session {
     pub messages: usize,
     /// Where the requirement this session satisfied came from (set by the router).
     pub source: Option<hopguard_policy::PolicySource>,
+    /// The verdicts of the policies observed, not enforced, on this session (set by the router).
+    pub observed: Vec<crate::evidence::Observed>,
     timeouts: OutboundCfg,
 }
 
@@ -260,6 +262,7 @@ pub async fn establish(
                 remote,
                 messages: 0,
                 source: None,
+                observed: Vec::new(),
                 timeouts: cfg.clone(),
             });
         }
@@ -356,6 +359,7 @@ pub async fn establish(
         remote,
         messages: 0,
         source: None,
+        observed: Vec::new(),
         timeouts: cfg.clone(),
     })
 }

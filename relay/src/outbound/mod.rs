@@ -15,12 +15,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hopguard_policy::PolicySource;
+use hopguard_policy::{HopSeen, Observation, PolicySource, TlsVersion};
 use tracing::{debug, info, warn};
 
 use crate::config::Loaded;
 use crate::dns::Dns;
-use crate::evidence::{Direction, Evidence, HopRecord, Outcome, TlsFacts};
+use crate::evidence::{Direction, Evidence, HopRecord, Observed, Outcome, TlsFacts};
 use crate::spool::{Envelope, Failure, Recipient, Spool};
 use client::{ClientError, Session, SmtpReply, TxnOutcome};
 
@@ -325,10 +325,12 @@ impl Outbound {
             };
             for ip in addrs {
                 let addr = SocketAddr::new(ip, c.port);
-                let (tls_cfg, dane) =
-                    loaded
-                        .outbound_tls
-                        .config_for(&c.tls, &c.reference_name, c.min_tls);
+                let (tls_cfg, dane, observations) = loaded.outbound_tls.config_observing(
+                    &c.tls,
+                    &c.reference_name,
+                    c.min_tls,
+                    &hopguard_policy::checks(&c.reports),
+                );
                 let mut session = match client::establish(
                     addr,
                     &c.reference_name,
@@ -343,6 +345,20 @@ impl Outbound {
                     Ok(s) => s,
                     Err(e) => {
                         last_hop.policy = Some(c.source);
+                        let observed = match &e {
+                            ClientError::Tls { reason, .. } => {
+                                let seen = if *reason
+                                    == hopguard_policy::ResultType::StarttlsNotSupported
+                                {
+                                    HopSeen::NoStarttls
+                                } else {
+                                    HopSeen::Failed(*reason)
+                                };
+                                observe(env, domain, &c, &observations, seen)
+                            }
+                            // No TLS session was attempted: nothing to judge.
+                            _ => Vec::new(),
+                        };
                         let mut f = from_client_error(&e);
                         f.remote = Some(format!("{}[{}]", c.reference_name, ip));
                         // A destination verified recently that now fails TLS: suspected downgrade
@@ -380,6 +396,7 @@ impl Outbound {
                             recipients: rcpts.len(),
                             latency: None,
                             policy_domain: Some(domain.to_string()),
+                            observed,
                         });
                         warn!(
                             queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
@@ -392,6 +409,12 @@ impl Outbound {
                     }
                 };
                 session.source = Some(c.source);
+                let seen = match session.security().tls.as_ref() {
+                    Some(t) if t.version == "TLSv1.3" => HopSeen::Tls(TlsVersion::Tls13),
+                    Some(_) => HopSeen::Tls(TlsVersion::Tls12),
+                    None => HopSeen::NoStarttls,
+                };
+                session.observed = observe(env, domain, &c, &observations, seen);
                 match self
                     .transact(loaded, domain, &mut session, env, &rcpts, &msg_path)
                     .await
@@ -518,6 +541,7 @@ impl Outbound {
             recipients: rcpts.len(),
             latency: Some(env.age_seconds(chrono::Utc::now())),
             policy_domain: Some(domain.to_string()),
+            observed: s.observed.clone(),
         });
         Ok(out)
     }
@@ -624,10 +648,31 @@ impl Outbound {
             recipients,
             latency: None,
             policy_domain: Some(domain.to_string()),
+            observed: Vec::new(),
         });
         warn!(queue_id = %env.id, domain, reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
               error = %f.text, "next hop refused by policy");
     }
+}
+
+/// Judges the policies observed (not enforced) on a hop to `c` and logs the would-be failures.
+fn observe(
+    env: &Envelope,
+    domain: &str,
+    c: &route::Candidate,
+    observations: &[Observation],
+    seen: HopSeen,
+) -> Vec<Observed> {
+    hopguard_policy::verdicts(&c.reports, observations, seen)
+        .into_iter()
+        .map(|(source, result)| {
+            if let Some(rt) = result {
+                info!(queue_id = %env.id, domain, mx = %c.reference_name, policy = source.as_str(),
+                      reason = rt.as_str(), "observed policy (not enforced) would have failed this hop");
+            }
+            Observed { source, result }
+        })
+        .collect()
 }
 
 /// The policy and TLS of the last session tried for a destination (metrics labels).

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hopguard_policy::{
     decide, decide_hop, CharterPolicy, DecisionInput, DnssecStatus, HopInput, HopTls, MxHost,
-    PolicySource, ResultType, RouteTls, StsState, Tlsa, TlsaAnswer,
+    PolicySource, Report, ResultType, RouteTls, StsState, Tlsa, TlsaAnswer,
 };
 
 use super::{failure, RcptResult};
@@ -32,6 +32,8 @@ pub struct Candidate {
     pub min_tls: hopguard_policy::TlsVersion,
     /// Addresses already resolved (with their DNSSEC status checked), if any.
     pub addrs: Option<Vec<IpAddr>>,
+    /// Policies observed on this hop, not enforced (their verdicts are recorded).
+    pub reports: Vec<Report>,
 }
 
 /// The route: candidates in order, and the refusals of the hosts that may not be used.
@@ -91,6 +93,7 @@ pub async fn plan(
                     source,
                     min_tls: hopguard_policy::TlsVersion::Tls12,
                     addrs: None,
+                    reports: Vec::new(),
                 }],
                 refused: Vec::new(),
                 sts_failure: None,
@@ -262,6 +265,7 @@ pub async fn plan(
                 source: plan.source,
                 min_tls: plan.min_tls,
                 addrs: (!ips.is_empty()).then_some(ips),
+                reports: plan.reports.clone(),
             }),
             Err(refusal) => {
                 let mut f = refusal_failure(refusal);

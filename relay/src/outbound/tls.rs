@@ -8,7 +8,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hopguard_policy::{
-    DaneOutcome, DaneVerifier, HopTls as Plan, PinnedVerifier, ResultType, TlsVersion,
+    DaneOutcome, DaneVerifier, HopTls as Plan, Observation, ObservingVerifier, PinnedVerifier,
+    ResultType, TlsVersion,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -31,6 +32,8 @@ pub struct OutboundTls {
     encrypt: Arc<ClientConfig>,
     /// The PKIX anchors (system roots + `tls.ca_file`), for per-hop configurations.
     roots: Arc<RootCertStore>,
+    /// Refuses every certificate (the fail-closed fallback).
+    refuse_all: Arc<ClientConfig>,
 }
 
 impl OutboundTls {
@@ -72,7 +75,12 @@ impl OutboundTls {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(SignatureOnly::encrypt(provider.clone())))
             .with_no_client_auth();
+        let refuse_all = builder()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SignatureOnly::no_anchors(provider.clone())))
+            .with_no_client_auth();
         Ok(Self {
+            refuse_all: Arc::new(refuse_all),
             pkix: Arc::new(pkix),
             encrypt: Arc::new(encrypt),
             roots: Arc::new(roots),
@@ -80,28 +88,101 @@ impl OutboundTls {
     }
 
     /// The client configuration that enforces `plan` during the handshake, and for DANE the
-    /// handle that tells which TLSA record matched.
+    /// handle that tells which TLSA record matched. The common plans (PKIX with the configured
+    /// anchors, encrypt) share one configuration each; DANE, pinned trust and a TLS 1.3 floor get
+    /// their own.
     pub fn config_for(
         &self,
         plan: &Plan,
         mx_host: &str,
         min_tls: TlsVersion,
     ) -> (Arc<ClientConfig>, Option<DaneOutcome>) {
+        let pinned = matches!(plan, Plan::Pkix { trust, .. } if trust.is_pinned());
+        if min_tls != TlsVersion::Tls13 && !pinned {
+            match plan {
+                Plan::MtaSts { .. } | Plan::Pkix { .. } => return (self.pkix.clone(), None),
+                Plan::Encrypt | Plan::Opportunistic => return (self.encrypt.clone(), None),
+                Plan::Dane { .. } => {}
+            }
+        }
+        let (verifier, dane) = self.verifier_for(plan, mx_host);
+        (self.config_with(verifier, min_tls), dane)
+    }
+
+    /// Like `config_for`, and also runs each of `observe` (policies observed, not enforced)
+    /// against the peer's certificate; each returned `Observation` holds that policy's verdict
+    /// after the handshake. The handshake passes or fails exactly as under `plan` alone.
+    pub fn config_observing(
+        &self,
+        plan: &Plan,
+        mx_host: &str,
+        min_tls: TlsVersion,
+        observe: &[&Plan],
+    ) -> (Arc<ClientConfig>, Option<DaneOutcome>, Vec<Observation>) {
+        if observe.is_empty() {
+            let (c, d) = self.config_for(plan, mx_host, min_tls);
+            return (c, d, Vec::new());
+        }
+        let (mut verifier, dane) = self.verifier_for(plan, mx_host);
+        let mut observations = Vec::new();
+        for o in observe {
+            let (observer, _) = self.verifier_for(o, mx_host);
+            let v = ObservingVerifier::new(verifier, observer);
+            observations.push(v.observation());
+            verifier = Arc::new(v);
+        }
+        (self.config_with(verifier, min_tls), dane, observations)
+    }
+
+    /// A configuration of its own around `verifier`.
+    fn config_with(
+        &self,
+        verifier: Arc<dyn ServerCertVerifier>,
+        min_tls: TlsVersion,
+    ) -> Arc<ClientConfig> {
+        match ClientConfig::builder_with_provider(crypto_provider())
+            .with_protocol_versions(min_tls.protocol_versions())
+        {
+            Ok(b) => Arc::new(
+                b.dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth(),
+            ),
+            // Cannot happen with the ring provider's TLS 1.2/1.3; fail closed: a configuration
+            // that refuses every certificate.
+            Err(_) => self.refuse_all.clone(),
+        }
+    }
+
+    /// The verifier that enforces `plan` (and for DANE the handle on the matched record).
+    fn verifier_for(
+        &self,
+        plan: &Plan,
+        mx_host: &str,
+    ) -> (Arc<dyn ServerCertVerifier>, Option<DaneOutcome>) {
         let provider = crypto_provider();
-        let with = |verifier: Arc<dyn ServerCertVerifier>| {
-            ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(min_tls.protocol_versions())
-                .map(|b| {
-                    Arc::new(
-                        b.dangerous()
-                            .with_custom_certificate_verifier(verifier)
-                            .with_no_client_auth(),
-                    )
-                })
+        let refuse: Arc<dyn ServerCertVerifier> =
+            Arc::new(SignatureOnly::no_anchors(provider.clone()));
+        let webpki = |roots: Arc<RootCertStore>| -> Arc<dyn ServerCertVerifier> {
+            if roots.is_empty() {
+                // No anchors at all: every PKIX verification fails (never "accept all").
+                return refuse.clone();
+            }
+            match WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build() {
+                Ok(v) => v,
+                Err(_) => refuse.clone(),
+            }
         };
-        // A charter peer's pinned CA / SPKI pins, or a TLS 1.3 floor: a configuration of its own.
-        if let Plan::Pkix { trust, .. } = plan {
-            if trust.is_pinned() || min_tls == TlsVersion::Tls13 {
+        match plan {
+            Plan::Dane { usable, tlsa_base } => {
+                let verifier =
+                    DaneVerifier::new(usable.clone(), mx_host, tlsa_base.clone(), provider.clone());
+                let outcome = verifier.outcome();
+                (Arc::new(verifier), Some(outcome))
+            }
+            Plan::MtaSts { .. } => (webpki(self.roots.clone()), None),
+            Plan::Pkix { trust, .. } => {
+                // A charter peer's pinned CA replaces the anchors; SPKI pins narrow them.
                 let roots = if trust.pinned_ca.is_empty() {
                     self.roots.clone()
                 } else {
@@ -111,46 +192,19 @@ impl OutboundTls {
                     }
                     Arc::new(r)
                 };
-                let built = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-                    .build()
-                    .ok()
-                    .map(|v| -> Arc<dyn ServerCertVerifier> {
-                        if trust.spki_pins.is_empty() {
-                            v
-                        } else {
-                            Arc::new(PinnedVerifier::new(v, trust.spki_pins.clone()))
-                        }
-                    })
-                    .and_then(|v| with(v).ok());
-                // No usable anchors: fail closed.
-                let config = built.unwrap_or_else(|| {
-                    with(Arc::new(SignatureOnly::no_anchors(provider.clone())))
-                        .unwrap_or_else(|_| self.pkix.clone())
-                });
-                return (config, None);
-            }
-        }
-        if min_tls == TlsVersion::Tls13 {
-            if let Plan::Encrypt | Plan::Opportunistic = plan {
-                if let Ok(c) = with(Arc::new(SignatureOnly::encrypt(provider.clone()))) {
-                    return (c, None);
+                let v = webpki(roots);
+                if trust.spki_pins.is_empty() {
+                    (v, None)
+                } else {
+                    (
+                        Arc::new(PinnedVerifier::new(v, trust.spki_pins.clone())),
+                        None,
+                    )
                 }
             }
-        }
-        match plan {
-            Plan::Dane { usable, tlsa_base } => {
-                let verifier =
-                    DaneVerifier::new(usable.clone(), mx_host, tlsa_base.clone(), provider.clone());
-                let outcome = verifier.outcome();
-                match with(Arc::new(verifier)) {
-                    Ok(c) => (c, Some(outcome)),
-                    // Cannot happen with the ring provider's TLS 1.2/1.3; fail closed (PKIX with
-                    // no DANE outcome is refused by the client for a DANE plan).
-                    Err(_) => (self.pkix.clone(), Some(outcome)),
-                }
+            Plan::Encrypt | Plan::Opportunistic => {
+                (Arc::new(SignatureOnly::encrypt(provider)), None)
             }
-            Plan::MtaSts { .. } | Plan::Pkix { .. } => (self.pkix.clone(), None),
-            Plan::Encrypt | Plan::Opportunistic => (self.encrypt.clone(), None),
         }
     }
 }
