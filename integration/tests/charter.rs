@@ -2,12 +2,13 @@
 //! certificate delivers; a pinned CA that did not defers (certificate-not-trusted); a charter
 //! peer whose MX offers no STARTTLS never receives anything (starttls-not-supported). A
 //! report-only peer whose pinned CA did not issue the certificate is delivered to (under the
-//! operator's PKIX default) and the would-be failure is recorded in the metrics.
+//! operator's PKIX default) and the would-be failure is recorded in the metrics. A charter peer
+//! reached through a fixed `next_hop` (a relay_domains entry) gets its charter requirement too.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use hopguard_integration::world::{marker, World, ORIGIN, PEER_A, PLAIN_PEER, TLS_PEER};
+use hopguard_integration::world::{marker, World, INBOUND, ORIGIN, PEER_A, PLAIN_PEER, TLS_PEER};
 use hopguard_integration::{scrape_metrics, wait_until, Hopguard, TestCa};
 
 #[test]
@@ -17,8 +18,9 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     let other_ca = TestCa::new(&other_dir)?;
     let cfg = w.relay_config();
     let peers = format!(
-        "peers:\n  - name: good\n    domains: [\"{PEER_A}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: strict\n    domains: [\"{TLS_PEER}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: plain\n    domains: [\"{PLAIN_PEER}\"]\n    outbound:\n      require: encrypt\n  - name: dryrun\n    domains: [\"{ORIGIN}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n      report_only: true\n",
+        "peers:\n  - name: good\n    domains: [\"{PEER_A}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: strict\n    domains: [\"{TLS_PEER}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n  - name: plain\n    domains: [\"{PLAIN_PEER}\"]\n    outbound:\n      require: encrypt\n  - name: dryrun\n    domains: [\"{ORIGIN}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n      report_only: true\n  - name: fixed\n    domains: [\"{INBOUND}\"]\n    outbound:\n      require: verify\n      ca_file: \"{}\"\n",
         w.ca.ca_pem().display(),
+        other_ca.ca_pem().display(),
         other_ca.ca_pem().display(),
         other_ca.ca_pem().display(),
     );
@@ -44,6 +46,10 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     ensure!(w
         .submit("sender@origin.test", &format!("a@{ORIGIN}"), &m_dry)?
         .success());
+    let m_fixed = marker("fixed-next-hop");
+    ensure!(w
+        .submit("sender@origin.test", &format!("a@{INBOUND}"), &m_fixed)?
+        .success());
     let m_plain = marker("plain-charter");
     ensure!(w
         .submit("sender@origin.test", &format!("a@{PLAIN_PEER}"), &m_plain)?
@@ -66,6 +72,18 @@ fn pinned_ca_and_plaintext_only_charter_peers() -> Result<()> {
     ensure!(
         text.contains(r#"hopguard_outbound_messages_total{peer="dryrun",policy="charter",tls="TLSv1.3",verify="pkix",outcome="delivered"} 1"#),
         "report-only peer not delivered under PKIX:\n{text}"
+    );
+    // The fixed next hop (relay_domains → tls_peer) is held to the peer's pinned CA.
+    let text = wait_until("the fixed next hop's refusal", Duration::from_secs(60), || {
+        let text = scrape_metrics(metrics_addr)?;
+        Ok(text
+            .contains(r#"hopguard_tls_failures_total{peer="fixed",direction="outbound",reason="certificate-not-trusted"}"#)
+            .then_some(text))
+    })
+    .with_context(|| hg.log())?;
+    ensure!(
+        !w.tls_peer.messages().iter().any(|m| m.contains(&m_fixed)),
+        "delivered over a fixed next hop despite the charter's pinned CA"
     );
     ensure!(
         !text.contains(r#"peer="good",policy="charter",result"#),

@@ -10,8 +10,8 @@
 //!   SPKI pins, `encrypt`), TLS version floor, report-only.
 //! - `hop`: `decide_hop`, the precedence of DANE, MTA-STS, charter, REQUIRETLS and the operator
 //!   route per MX host → `HopPlan` (`HopTls` + `PolicySource` + reports) or a `Refusal`.
-//! - `decision`: the original per-host `decide` (route level + charter peer → `RequiredTls`),
-//!   `PolicySource`, `RouteTls`, and `Refusal` with its result type and status code.
+//! - `decision`: the shared vocabulary — `PolicySource`, `RouteTls`, and `Refusal` with its
+//!   result type and status code.
 //! - `pin`: SPKI SHA-256 pins and `PinnedVerifier`.
 //! - `observe`: `ObservingVerifier`, which enforces one requirement and records a stricter
 //!   one's verdict (MTA-STS `testing`, report-only charter).
@@ -37,9 +37,7 @@ pub use charter::{CharterPolicy, CharterRequirement, PkixTrust, TlsVersion};
 pub use dane::{
     match_chain, usable_set, DaneMatch, DaneOutcome, DaneVerifier, DnssecStatus, Tlsa, UsableTlsa,
 };
-pub use decision::{
-    decide, DecisionInput, DnsLookup, PolicySource, Refusal, RequireTlsGap, RequiredTls, RouteTls,
-};
+pub use decision::{DnsLookup, PolicySource, Refusal, RequireTlsGap, RouteTls};
 pub use hop::{
     decide_hop, Decision, HopInput, HopPlan, HopTls, HostDecision, MxHost, Observe, Report,
     TlsaAnswer,

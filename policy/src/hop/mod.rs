@@ -16,7 +16,7 @@ use std::fmt;
 use crate::charter::{CharterPolicy, PkixTrust, TlsVersion};
 use crate::dane::{DnssecStatus, Tlsa, UsableTlsa};
 use crate::mta_sts::{MxPattern, StsState};
-use crate::{PolicySource, RequiredTls, ResultType, RouteTls, VerifyMethod};
+use crate::{PolicySource, ResultType, RouteTls, VerifyMethod};
 
 /// Everything `decide_hop` looks at for one destination domain. Gathered by the relay; nothing
 /// here is fetched by this crate.
@@ -155,19 +155,6 @@ impl HopTls {
             Self::Pkix { trust, .. } if trust.is_pinned() => Some(VerifyMethod::Pinned),
             Self::Pkix { .. } => Some(VerifyMethod::Pkix),
             Self::Encrypt | Self::Opportunistic => Some(VerifyMethod::None),
-        }
-    }
-}
-
-impl From<RequiredTls> for HopTls {
-    fn from(r: RequiredTls) -> Self {
-        match r {
-            RequiredTls::Pkix { name } => Self::Pkix {
-                name,
-                trust: PkixTrust::webpki(),
-            },
-            RequiredTls::Encrypt => Self::Encrypt,
-            RequiredTls::Opportunistic => Self::Opportunistic,
         }
     }
 }

@@ -607,13 +607,13 @@ fn plans_carry_names_and_records() {
 #[test]
 fn hop_tls_vocabulary() {
     use crate::VerifyMethod as V;
-    let pkix = HopTls::from(crate::RequiredTls::Pkix { name: "a".into() });
+    let pkix = HopTls::Pkix {
+        name: "a".into(),
+        trust: PkixTrust::webpki(),
+    };
     assert_eq!(pkix.verify_method(), Some(V::Pkix));
-    assert_eq!(HopTls::from(crate::RequiredTls::Encrypt), HopTls::Encrypt);
-    assert_eq!(
-        HopTls::from(crate::RequiredTls::Opportunistic),
-        HopTls::Opportunistic
-    );
+    assert!(HopTls::Opportunistic.allows_plaintext());
+    assert!(!HopTls::Encrypt.allows_plaintext() && !pkix.allows_plaintext());
     let pinned_tls = HopTls::Pkix {
         name: "a".into(),
         trust: PkixTrust {

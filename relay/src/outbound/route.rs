@@ -1,7 +1,8 @@
 //! Routing a destination: its next-hop hosts in order, and for each the TLS it requires.
 //!
-//! A fixed `next_hop` uses the operator's route level. MX routing looks the MX RRset up with
-//! its DNSSEC status, and — when the MX RRset is secure — each host's TLSA RRset
+//! A fixed `next_hop` gets the charter requirement, REQUIRETLS and the operator's route level
+//! (through `decide_hop`, with no DANE or MTA-STS: those are published for MX hosts). MX routing
+//! looks the MX RRset up with its DNSSEC status, and — when the MX RRset is secure — each host's TLSA RRset
 //! (`_25._tcp.HOST`, RFC 7672 §2.2), then lets `policy::decide_hop` apply the precedence (DANE
 //! over the charter over the operator's default). A DNS failure on a lookup that could carry a
 //! policy defers; it never reads as "no policy".
@@ -10,8 +11,8 @@ use std::net::IpAddr;
 
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hopguard_policy::{
-    decide, decide_hop, CharterPolicy, DecisionInput, DnssecStatus, HopInput, HopTls, MxHost,
-    PolicySource, Report, ResultType, RouteTls, StsState, Tlsa, TlsaAnswer,
+    decide_hop, CharterPolicy, DnssecStatus, HopInput, HopTls, MxHost, PolicySource, Report,
+    ResultType, RouteTls, StsState, Tlsa, TlsaAnswer,
 };
 
 use super::{failure, RcptResult};
@@ -75,34 +76,68 @@ pub async fn plan(
     let peer = cfg.peer_for_domain(domain).map(|p| p.name.clone());
     let level = route_level(route.tls);
 
+    let charter = peer.as_ref().map(|p| {
+        loaded
+            .charters
+            .get(p)
+            .cloned()
+            .unwrap_or_else(|| CharterPolicy::new(p.clone()))
+    });
+
     if let Some(h) = &route.next_hop {
-        // A fixed next hop: the operator's route level.
+        // A fixed next hop: its name comes from the operator, not the network (so it counts as
+        // validated, e.g. for REQUIRETLS). DANE and MTA-STS are published for MX hosts and do not
+        // apply; the charter requirement, REQUIRETLS and the route level do.
         let name = route.tls_name.clone().unwrap_or_else(|| h.host.clone());
-        let input = DecisionInput {
-            reference_name: &name,
+        let hosts = [MxHost {
+            name: name.clone(),
+            tlsa: Some(TlsaAnswer {
+                status: DnssecStatus::Insecure,
+                base_domain: name.clone(),
+                records: Vec::new(),
+            }),
+        }];
+        let decision = decide_hop(&HopInput {
+            domain,
+            mx_status: DnssecStatus::Secure,
+            hosts: &hosts,
+            mta_sts: &StsState::NoPolicy,
+            charter: charter.as_ref(),
+            requiretls,
             route: level,
-            charter_peer: peer.as_deref(),
+        })
+        .map_err(|r| refusal_result(&r, domain))?;
+        let Some(hd) = decision.hosts.into_iter().next() else {
+            return Err(RcptResult::Temporary(failure(
+                451,
+                "4.4.4",
+                format!("no usable next hop for {domain}"),
+            )));
         };
-        return match decide(&input) {
-            Ok((required, source)) => Ok(Route {
+        return match hd.outcome {
+            Ok(plan) => Ok(Route {
                 candidates: vec![Candidate {
                     host: h.host.clone(),
                     port: h.port,
                     reference_name: name,
-                    tls: HopTls::from(required),
-                    source,
-                    min_tls: hopguard_policy::TlsVersion::Tls12,
+                    tls: plan.tls,
+                    source: plan.source,
+                    min_tls: plan.min_tls,
                     addrs: None,
-                    reports: Vec::new(),
+                    reports: plan.reports,
                 }],
                 refused: Vec::new(),
                 sts_failure: None,
             }),
-            Err(refusal) => Err(RcptResult::Temporary(failure(
-                451,
-                "4.7.0",
-                refusal.to_string(),
-            ))),
+            Err(refusal) => {
+                let mut f = refusal_failure(&refusal);
+                f.remote = Some(name);
+                Err(if refusal.is_permanent() {
+                    RcptResult::Permanent(f)
+                } else {
+                    RcptResult::Temporary(f)
+                })
+            }
         };
     }
 
@@ -224,13 +259,6 @@ pub async fn plan(
         addrs.push(ips);
     }
 
-    let charter = peer.as_ref().map(|p| {
-        loaded
-            .charters
-            .get(p)
-            .cloned()
-            .unwrap_or_else(|| CharterPolicy::new(p.clone()))
-    });
     let (pkix, _) = loaded.outbound_tls.config_for(
         &HopTls::Pkix {
             name: String::new(),
