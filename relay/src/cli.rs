@@ -529,6 +529,7 @@ pub async fn queue_tlsrpt_reports(
                 body: Default::default(),
                 smtputf8: false,
                 requiretls: false,
+                tls_required_no: false,
                 ret: None,
                 envid: None,
                 size: 0,

@@ -23,7 +23,8 @@ use crate::{PolicySource, Refusal, ResultType, RouteTls};
 ///    refused. A charter `verify` with a pinned CA or pins keeps its narrower trust.
 /// 3. The charter's requirement (when not report-only); `dane`/`mta-sts` not met → refused.
 /// 4. REQUIRETLS: PKIX.
-/// 5. The operator's route level (`opportunistic` never for a charter peer).
+/// 5. The operator's route level (`opportunistic` never for a charter peer), lowered to
+///    opportunistic by `TLS-Required: No` for a destination that is not a charter peer's.
 ///
 /// Finally REQUIRETLS (RFC 8689 §4.2.1) refuses an unauthenticated hop or an MX host validated
 /// neither by DNSSEC nor by an MTA-STS policy or the charter's MX list.
@@ -345,6 +346,10 @@ fn fallback(input: &HopInput<'_>, host: &str) -> (HopTls, PolicySource) {
     } else {
         PolicySource::Operator
     };
+    // RFC 8689 §5, as far as the charter allows: a charter peer's hop keeps its level.
+    if input.tls_required_no && input.charter.is_none() {
+        return (HopTls::Opportunistic, PolicySource::Opportunistic);
+    }
     match input.route {
         RouteTls::Verify => (pkix(host, PkixTrust::webpki()), operator),
         RouteTls::Encrypt => (HopTls::Encrypt, operator),

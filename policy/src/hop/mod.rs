@@ -36,6 +36,12 @@ pub struct HopInput<'a> {
     pub charter: Option<&'a CharterPolicy>,
     /// The message was received with REQUIRETLS (RFC 8689).
     pub requiretls: bool,
+    /// The message carries `TLS-Required: No` (RFC 8689 §5): the sender asks that it be
+    /// delivered even where TLS cannot be had. Honoured only where nothing else requires TLS:
+    /// it lowers the operator's route level to opportunistic, never a published policy (DANE,
+    /// MTA-STS enforce), a charter peer's requirement, or REQUIRETLS (which makes the header
+    /// ignored, RFC 8689 §4.1).
+    pub tls_required_no: bool,
     /// The operator's configured level for the destination (a route entry, or `Verify`).
     pub route: RouteTls,
 }

@@ -19,6 +19,7 @@ struct Case {
     sts: StsState,
     charter: Option<CharterPolicy>,
     requiretls: bool,
+    tls_required_no: bool,
     route: RouteTls,
 }
 
@@ -101,8 +102,13 @@ impl Case {
             sts: StsState::NoPolicy,
             charter: None,
             requiretls: false,
+            tls_required_no: false,
             route: RouteTls::Verify,
         }
+    }
+    fn tls_required_no(mut self) -> Self {
+        self.tls_required_no = true;
+        self
     }
     fn mx(mut self, s: D) -> Self {
         self.mx = s;
@@ -143,6 +149,7 @@ impl Case {
             mta_sts: &self.sts,
             charter: self.charter.as_ref(),
             requiretls: self.requiretls,
+            tls_required_no: self.tls_required_no,
             route: self.route,
         })
     }
@@ -551,6 +558,54 @@ fn decide_hop_table() {
             "REQUIRETLS, report-only charter encrypt → PKIX",
             secure(vec![]).charter(report_only(Some(CR::Encrypt))).requiretls(),
             "verify/requiretls",
+        ),
+        // TLS-Required: No (RFC 8689 §5): only the operator's level gives way.
+        ("TLS-Required: No lowers route verify", c().tls_required_no(), "opportunistic/opportunistic"),
+        (
+            "TLS-Required: No lowers route encrypt",
+            c().route(R::Encrypt).tls_required_no(),
+            "opportunistic/opportunistic",
+        ),
+        ("TLS-Required: No does not beat DANE", dane().tls_required_no(), "dane/dane"),
+        (
+            "TLS-Required: No does not beat MTA-STS enforce",
+            c().sts(sts(Enforce)).tls_required_no(),
+            "mta-sts/mta-sts",
+        ),
+        (
+            "TLS-Required: No keeps MTA-STS testing observed",
+            c().sts(sts(Testing)).tls_required_no(),
+            "opportunistic/opportunistic +mta-sts:check:mta-sts",
+        ),
+        (
+            "TLS-Required: No does not lower a charter peer (no requirement)",
+            c().charter(charter(None)).tls_required_no(),
+            "verify/charter",
+        ),
+        (
+            "TLS-Required: No does not lower a charter encrypt peer",
+            c().charter(charter(Some(CR::Encrypt))).tls_required_no(),
+            "encrypt/charter",
+        ),
+        (
+            "TLS-Required: No does not lower a report-only charter peer",
+            c().charter(report_only(Some(pinned()))).tls_required_no(),
+            "verify/charter +charter:check:verify(pinned)",
+        ),
+        (
+            "TLS-Required: No is ignored with REQUIRETLS",
+            c().sts(sts(Enforce)).requiretls().tls_required_no(),
+            "mta-sts/mta-sts",
+        ),
+        (
+            "TLS-Required: No is ignored with REQUIRETLS (no policy → PKIX)",
+            secure(vec![]).requiretls().tls_required_no(),
+            "verify/requiretls",
+        ),
+        (
+            "TLS-Required: No after unusable TLSA: still encrypt",
+            secure(unusable_tlsa()).tls_required_no(),
+            "encrypt/dane",
         ),
     ];
     let mut failures = Vec::new();

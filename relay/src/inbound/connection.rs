@@ -354,7 +354,7 @@ async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
         Some(DataDefect::TooBig) => Reply::too_big(),
         None if spool_failed => Reply::spool_failure(),
         None => match incoming.take() {
-            Some(inc) => commit(inc, session, ctx, headers.message_id()).await,
+            Some(inc) => commit(inc, session, ctx, &headers).await,
             None => Reply::spool_failure(),
         },
     };
@@ -440,7 +440,7 @@ async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
         Reply::too_big()
     } else {
         match t.incoming {
-            Some(inc) => commit(inc, session, ctx, t.headers.message_id()).await,
+            Some(inc) => commit(inc, session, ctx, &t.headers).await,
             None => Reply::spool_failure(),
         }
     };
@@ -453,7 +453,7 @@ async fn commit(
     inc: Incoming,
     session: &Session,
     ctx: &InboundContext,
-    message_id: Option<String>,
+    headers: &HeaderScan,
 ) -> Reply {
     if !ctx.evidence.may_relay() {
         // audit.strict: no message moves while its hop cannot be recorded.
@@ -462,7 +462,11 @@ async fn commit(
     let Some(mut env) = session.envelope(chrono::Utc::now()) else {
         return Reply::spool_failure();
     };
-    env.message_id_hash = message_id.and_then(|m| ctx.evidence.message_id_hash(&m));
+    env.message_id_hash = headers
+        .message_id()
+        .and_then(|m| ctx.evidence.message_id_hash(&m));
+    // RFC 8689 §4.1: with the REQUIRETLS parameter the header is ignored.
+    env.tls_required_no = headers.tls_required_no() && !env.requiretls;
     let size = inc.written();
     match inc.commit(env.clone()).await {
         Ok(committed) => {

@@ -210,13 +210,27 @@ impl HeaderScan {
 
     /// The first Message-ID header's value (unfolded, trimmed), if any.
     pub fn message_id(&self) -> Option<String> {
+        self.first("message-id")
+    }
+
+    /// The message carries `TLS-Required: No` (RFC 8689 §5; the value is case-insensitive).
+    pub fn tls_required_no(&self) -> bool {
+        self.first("tls-required")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+    }
+
+    /// The first header field called `field` (ASCII case-insensitive): its value unfolded and
+    /// trimmed, if not empty.
+    fn first(&self, field: &str) -> Option<String> {
         let text = String::from_utf8_lossy(&self.buf);
         let mut lines = text.split("\r\n").peekable();
         while let Some(line) = lines.next() {
             let Some((name, value)) = line.split_once(':') else {
                 continue;
             };
-            if !name.trim().eq_ignore_ascii_case("message-id") {
+            // A header name has no white space before the colon (RFC 5322 §2.2); a
+            // continuation line is not a field of its own.
+            if line.starts_with([' ', '\t']) || !name.trim_end().eq_ignore_ascii_case(field) {
                 continue;
             }
             let mut v = value.trim().to_string();
@@ -436,6 +450,22 @@ mod tests {
         let mut h = HeaderScan::default();
         h.feed(b"Subject: s\r\n\r\nMessage-ID: <body@x>\r\n");
         assert_eq!(h.message_id(), None);
+    }
+
+    #[test]
+    fn tls_required_no_is_read_from_the_headers() {
+        let scan = |bytes: &[u8]| {
+            let mut h = HeaderScan::default();
+            h.feed(bytes);
+            h.tls_required_no()
+        };
+        assert!(scan(b"Subject: s\r\nTLS-Required: No\r\n\r\nbody\r\n"));
+        assert!(scan(b"tls-required:no\r\n\r\n"));
+        assert!(scan(b"TLS-Required:\r\n  NO\r\n\r\n"));
+        assert!(!scan(b"TLS-Required: Yes\r\n\r\n"));
+        assert!(!scan(b"X-TLS-Required: No\r\n\r\n"));
+        assert!(!scan(b"Subject: s\r\n TLS-Required: No\r\n\r\n"));
+        assert!(!scan(b"Subject: s\r\n\r\nTLS-Required: No\r\n"));
     }
 
     #[test]

@@ -406,6 +406,7 @@ impl Session {
             body: txn.body,
             smtputf8: txn.smtputf8,
             requiretls: txn.requiretls,
+            tls_required_no: false,
             ret: txn.ret,
             envid: txn.envid.clone(),
             size: 0,

@@ -38,6 +38,7 @@ fn envelope(id: &str, from: &str, to: &[&str]) -> Envelope {
         body: Default::default(),
         smtputf8: false,
         requiretls: false,
+        tls_required_no: false,
         ret: None,
         envid: None,
         size: 0,

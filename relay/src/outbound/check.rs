@@ -58,7 +58,15 @@ pub async fn check(
         }
     }
     let mut bogus = 0;
-    let planned = route::plan(dns, mta_sts, loaded, domain, false, &mut bogus).await;
+    let planned = route::plan(
+        dns,
+        mta_sts,
+        loaded,
+        domain,
+        route::MessageTls::default(),
+        &mut bogus,
+    )
+    .await;
     let route = match planned {
         Ok(r) => r,
         Err(RcptResult::Temporary(f)) | Err(RcptResult::Permanent(f)) => {

@@ -245,9 +245,18 @@ impl Outbound {
                 .collect()
         };
         let msg_path = self.spool.msg_path(&env.id);
+        // Sessions are pooled per destination and per what the message asks: a session made
+        // for a `TLS-Required: No` message may be weaker than others need, and a REQUIRETLS
+        // message needs an authenticated one.
+        let message = route::MessageTls::of(env);
+        let pool_key = match (message.requiretls, message.tls_required_no) {
+            (true, _) => format!("{domain} requiretls"),
+            (false, true) => format!("{domain} tls-required-no"),
+            (false, false) => domain.to_string(),
+        };
 
         // A pooled session first (same destination, same requirement by construction).
-        if let Some(mut s) = self.pool.take(domain) {
+        if let Some(mut s) = self.pool.take(&pool_key) {
             match self
                 .transact(loaded, domain, &mut s, env, &rcpts, &msg_path)
                 .await
@@ -255,7 +264,7 @@ impl Outbound {
                 Ok(results) => {
                     last_hop.set(&s);
                     self.remember(loaded, domain, &s, &results);
-                    self.release(loaded, domain, s, generation);
+                    self.release(loaded, &pool_key, s, generation);
                     return results;
                 }
                 Err(e) => {
@@ -270,7 +279,7 @@ impl Outbound {
             &self.mta_sts,
             loaded,
             domain,
-            env.requiretls,
+            message,
             &mut bogus,
         )
         .await;
@@ -422,7 +431,7 @@ impl Outbound {
                     Ok(results) => {
                         last_hop.set(&session);
                         self.remember(loaded, domain, &session, &results);
-                        self.release(loaded, domain, session, generation);
+                        self.release(loaded, &pool_key, session, generation);
                         return results;
                     }
                     Err(e) => {
@@ -439,9 +448,9 @@ impl Outbound {
         all(RcptResult::Temporary(last))
     }
 
-    fn release(&self, loaded: &Loaded, domain: &str, s: Session, generation: u64) {
+    fn release(&self, loaded: &Loaded, pool_key: &str, s: Session, generation: u64) {
         if s.messages < loaded.config.outbound.max_messages_per_connection {
-            self.pool.put(domain, s, generation);
+            self.pool.put(pool_key, s, generation);
         } else {
             tokio::spawn(s.quit());
         }

@@ -45,6 +45,24 @@ pub struct Route {
     pub sts_failure: Option<ResultType>,
 }
 
+/// What the message itself asks of its hops (RFC 8689).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MessageTls {
+    /// Received with the REQUIRETLS parameter.
+    pub requiretls: bool,
+    /// Carries `TLS-Required: No` (and not REQUIRETLS).
+    pub tls_required_no: bool,
+}
+
+impl MessageTls {
+    pub fn of(env: &crate::spool::Envelope) -> Self {
+        Self {
+            requiretls: env.requiretls,
+            tls_required_no: env.tls_required_no && !env.requiretls,
+        }
+    }
+}
+
 fn route_level(level: RouteLevel) -> RouteTls {
     match level {
         RouteLevel::Verify => RouteTls::Verify,
@@ -68,7 +86,7 @@ pub async fn plan(
     mta_sts: &super::mta_sts::MtaSts,
     loaded: &Loaded,
     domain: &str,
-    requiretls: bool,
+    message: MessageTls,
     bogus: &mut u32,
 ) -> Result<Route, RcptResult> {
     let cfg = &loaded.config;
@@ -103,7 +121,8 @@ pub async fn plan(
             hosts: &hosts,
             mta_sts: &StsState::NoPolicy,
             charter: charter.as_ref(),
-            requiretls,
+            requiretls: message.requiretls,
+            tls_required_no: message.tls_required_no,
             route: level,
         })
         .map_err(|r| refusal_result(&r, domain))?;
@@ -274,7 +293,8 @@ pub async fn plan(
         hosts: &mx_hosts,
         mta_sts: &sts,
         charter: charter.as_ref(),
-        requiretls,
+        requiretls: message.requiretls,
+        tls_required_no: message.tls_required_no,
         route: level,
     });
     let decision = match decision {

@@ -169,6 +169,7 @@ mod tests {
             body: Default::default(),
             smtputf8: false,
             requiretls: false,
+            tls_required_no: false,
             ret: None,
             envid: Some("E1".into()),
             size: 10,

@@ -367,6 +367,8 @@ impl Queue {
             smtputf8: env.smtputf8,
             // RFC 8689 §5: a DSN carrying the message body keeps the REQUIRETLS requirement.
             requiretls: env.requiretls && env.ret == Some(crate::spool::Ret::Full),
+            // A DSN is our own message: the original's TLS-Required: No does not carry over.
+            tls_required_no: false,
             ret: None,
             envid: None,
             size: 0,

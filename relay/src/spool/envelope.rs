@@ -97,6 +97,9 @@ pub struct Envelope {
     pub smtputf8: bool,
     #[serde(default)]
     pub requiretls: bool,
+    /// The message carries `TLS-Required: No` (RFC 8689 §5); see `HopInput::tls_required_no`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required_no: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ret: Option<Ret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,6 +15,7 @@ fn env() -> Envelope {
         body: Body::Unspecified,
         smtputf8: false,
         requiretls: false,
+        tls_required_no: false,
         ret: None,
         envid: None,
         size: 0,
