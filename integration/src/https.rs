@@ -1,4 +1,5 @@
-//! A real HTTPS server (nginx, Debian package) serving MTA-STS policy files, and a curl client.
+//! A real HTTPS server (nginx, Debian package) serving MTA-STS policy files, a curl client, and
+//! [`PostSink`]: a Python 3 HTTPS server storing the POSTs it receives (TLS-RPT `https:` rua).
 //!
 //! Each [`Nginx`] has its own config, pid file, lock file, error/access logs and temp paths in
 //! its own directory and listens only on `ADDR:443`; nothing machine-wide (`/etc/nginx`,
@@ -453,4 +454,209 @@ pub fn curl(url: &str, addr: Ipv4Addr, ca: &Path, extra: &[&str]) -> Result<Curl
         body: body.to_owned(),
         stderr,
     })
+}
+
+/// The receiver behind [`PostSink`] (Python 3 standard library: `http.server`, `ssl`).
+/// Arguments: ADDR PORT CERT KEY DIR. Each POST is stored as `DIR/posts/post-NNN.body` (the
+/// raw body) and `DIR/posts/post-NNN.head` (request line, then header fields), the head
+/// renamed into place last, and answered `200`. Other methods answer 405. `DIR/ready` holds
+/// the pid once the socket listens. TLS handshake failures are logged by `http.server` on
+/// stderr and never stop the loop.
+const POST_SINK_PY: &str = r#"# Written by hopguard-integration (integration/src/https.rs) for one test.
+import http.server, os, ssl, sys
+
+addr, port, cert, key, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+posts = os.path.join(out, "posts")
+os.makedirs(posts, exist_ok=True)
+count = 0
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        global count
+        length = int(self.headers.get("Content-Length") or "0")
+        body = self.rfile.read(length)
+        count += 1
+        base = os.path.join(posts, "post-%03d" % count)
+        with open(base + ".body.tmp", "wb") as f:
+            f.write(body)
+        with open(base + ".head.tmp", "w") as f:
+            f.write(self.requestline + "\n" + str(self.headers))
+        os.rename(base + ".body.tmp", base + ".body")
+        os.rename(base + ".head.tmp", base + ".head")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+    def do_GET(self):
+        self.send_error(405)
+
+server = http.server.HTTPServer((addr, port), Handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+with open(os.path.join(out, "ready.tmp"), "w") as f:
+    f.write(str(os.getpid()))
+os.rename(os.path.join(out, "ready.tmp"), os.path.join(out, "ready"))
+sys.stderr.write("listening on %s:%d\n" % (addr, port))
+sys.stderr.flush()
+server.serve_forever()
+"#;
+
+/// One request a [`PostSink`] stored.
+#[derive(Debug)]
+pub struct Post {
+    /// `POST /path HTTP/1.1`.
+    pub request_line: String,
+    /// Header fields `(lowercased name, value)` in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Post {
+    /// The first header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTPS server on `ADDR:443` (Python 3, one process, its own directory) that stores every
+/// POST it receives and answers `200`: the receiving end of TLS-RPT `https:` rua. Stopped by
+/// its pid on drop.
+pub struct PostSink {
+    child: Option<Child>,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl PostSink {
+    /// Writes the script under `dir`, starts it on `addr:443` presenting `cert` and returns
+    /// once it listens. Fails (with its log) if it exits or does not get ready in time.
+    pub fn start(dir: &Path, addr: Ipv4Addr, cert: &CertFiles) -> Result<PostSink> {
+        let dir = std::path::absolute(dir)?;
+        std::fs::create_dir_all(dir.join("posts"))?;
+        let listen = SocketAddr::from((addr, 443));
+        if let Err(e) = TcpListener::bind(listen) {
+            bail!("{listen} is not free (a leftover server?): {e}");
+        }
+        let script = dir.join("post_sink.py");
+        std::fs::write(&script, POST_SINK_PY)
+            .with_context(|| format!("writing {}", script.display()))?;
+        let _ = std::fs::remove_file(dir.join("ready"));
+        let out = std::fs::File::create(dir.join("sink.log"))?;
+        let child = Command::new("python3")
+            .arg("-I") // isolated: no user site-packages, no PYTHON* variables
+            .arg(&script)
+            .arg(addr.to_string())
+            .arg("443")
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("starting python3 (the TLS-RPT POST receiver)")?;
+        let mut sink = PostSink {
+            child: Some(child),
+            dir,
+            addr: listen,
+        };
+        let ready = sink.dir.join("ready");
+        let started = wait_until(
+            &format!("the POST receiver to listen on {listen}"),
+            START_TIMEOUT,
+            || {
+                let Some(child) = sink.child.as_mut() else {
+                    bail!("the POST receiver is gone");
+                };
+                if let Some(status) = child.try_wait()? {
+                    bail!("the POST receiver exited during startup: {status}");
+                }
+                Ok((read_lossy(&ready).trim() == child.id().to_string()).then_some(()))
+            },
+        );
+        if let Err(e) = started {
+            let _ = sink.stop();
+            bail!("{e:#}\n{}", sink.log());
+        }
+        Ok(sink)
+    }
+
+    /// `ADDR:443`.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The receiver's stderr: one line per request, TLS handshake failures.
+    pub fn log(&self) -> String {
+        format!(
+            "POST receiver log:\n{}",
+            read_lossy(&self.dir.join("sink.log"))
+        )
+    }
+
+    /// Every POST stored so far, in arrival order.
+    pub fn posts(&self) -> Result<Vec<Post>> {
+        let posts = self.dir.join("posts");
+        let mut heads: Vec<PathBuf> = std::fs::read_dir(&posts)
+            .with_context(|| format!("reading {}", posts.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "head"))
+            .collect();
+        heads.sort();
+        let mut out = Vec::new();
+        for head in heads {
+            let text = read_lossy(&head);
+            let mut lines = text.lines();
+            let request_line = lines.next().unwrap_or_default().to_owned();
+            let headers = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                .collect();
+            let body_path = head.with_extension("body");
+            let body = std::fs::read(&body_path)
+                .with_context(|| format!("reading {}", body_path.display()))?;
+            out.push(Post {
+                request_line,
+                headers,
+                body,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Stops the receiver: SIGTERM to its pid, SIGKILL if still there after a while; returns
+    /// once `ADDR:443` refuses connections.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_some() {
+            return Ok(());
+        }
+        let _ = signal_pid(child.id(), "TERM");
+        let exited = wait_until("the POST receiver to exit", STOP_TIMEOUT, || {
+            Ok(child.try_wait()?.map(|_| ()))
+        });
+        if exited.is_err() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        wait_for_tcp_closed(self.addr, STOP_TIMEOUT)
+    }
+}
+
+impl Drop for PostSink {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }

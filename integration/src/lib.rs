@@ -7,7 +7,8 @@
 //! - [`dns`]: an authoritative nsd serving the test zones (the relay's `dns.resolvers`).
 //! - [`dnssec`]: signed zones (ldns-signzone) on nsd behind a validating unbound (AD bit, bogus).
 //! - [`postfix`]: a receiving Postfix peer that stores every message in a maildir.
-//! - [`https`]: nginx serving MTA-STS policy files over HTTPS, and a curl client for them.
+//! - [`https`]: nginx serving MTA-STS policy files over HTTPS, a curl client for them, and a
+//!   Python HTTPS receiver storing POSTs (TLS-RPT `https:` rua).
 //! - [`hopguard`]: the relay under test as a child process, and its YAML config.
 //! - [`prometheus`]: a real Prometheus scraping the relay with hopguard's rules loaded.
 //! - [`smtp_client`]: swaks (the user's client) and a raw byte-exact SMTP/STARTTLS client.

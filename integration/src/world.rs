@@ -8,6 +8,11 @@
 //! | plain-peer.test   | mx.plain-peer.test | `plain_peer`: Postfix without STARTTLS   |
 //! | later-peer.test   | mx.later-peer.test | nothing until [`World::start_later_peer`] |
 //!
+//! TLS-RPT: tls-peer.test and plain-peer.test publish `rua=mailto:tlsrpt@origin.test`;
+//! tls-peer.test also `https://tlsrpt-web.test/v1/tlsrpt` ([`TLSRPT_URL`]), whose name resolves
+//! to `addrs.rua_web`, where nothing listens unless a test starts an
+//! [`crate::https::PostSink`] there.
+//!
 //! `relay.hopguard.test` is the relay's name and certificate. Clients connect from
 //! `addrs.client` (in relay_networks), `addrs.stranger` (in nothing) or `addrs.peer_client`
 //! (peer-a's client_networks).
@@ -33,6 +38,10 @@ pub const INBOUND: &str = "inbound.test";
 pub const PLAIN_PEER: &str = "plain-peer.test";
 pub const LATER_PEER: &str = "later-peer.test";
 pub const PEER_A: &str = "peer-a.test";
+/// The host of tls-peer.test's `https:` TLS-RPT rua (A record: `addrs.rua_web`).
+pub const TLSRPT_WEB: &str = "tlsrpt-web.test";
+/// tls-peer.test's `https:` TLS-RPT rua.
+pub const TLSRPT_URL: &str = "https://tlsrpt-web.test/v1/tlsrpt";
 
 /// The loopback addresses of the scene.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +54,8 @@ pub struct Addrs {
     pub client: Ipv4Addr,
     pub stranger: Ipv4Addr,
     pub peer_client: Ipv4Addr,
+    /// Where [`TLSRPT_WEB`] points (port 443; nothing listens unless a test starts a server).
+    pub rua_web: Ipv4Addr,
 }
 
 impl Addrs {
@@ -58,6 +69,7 @@ impl Addrs {
             client: Net::alloc(),
             stranger: Net::alloc(),
             peer_client: Net::alloc(),
+            rua_web: Net::alloc(),
         }
     }
 }
@@ -94,9 +106,11 @@ impl World {
             .mail_domain(PLAIN_PEER, addrs.plain_mx)
             .mail_domain(LATER_PEER, addrs.later_mx)
             .mx(PEER_A, 10, TLS_PEER_MX)
-            // TLS-RPT (RFC 8460): reports for these domains go to a mailbox at origin.test.
+            .a(TLSRPT_WEB, addrs.rua_web)
+            // TLS-RPT (RFC 8460): reports for these domains go to a mailbox at origin.test,
+            // tls-peer.test's also to an HTTPS endpoint.
             .raw(&format!(
-                "_smtp._tls.{TLS_PEER}. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@{ORIGIN}\""
+                "_smtp._tls.{TLS_PEER}. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@{ORIGIN},{TLSRPT_URL}\""
             ))
             .raw(&format!(
                 "_smtp._tls.{PLAIN_PEER}. IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@{ORIGIN}\""

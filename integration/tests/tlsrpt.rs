@@ -1,15 +1,19 @@
 //! TLS-RPT end to end (RFC 8460): after a day's traffic to a TLS peer (two sessions succeed) and
 //! a peer without STARTTLS (one failure), `hopguard tlsrpt send --day today` queues one report
 //! per domain to the `mailto:` rua of its `_smtp._tls` record; the reports arrive through our own
-//! queue with the §5.3 MIME structure and the right counts.
+//! queue with the §5.3 MIME structure and the right counts. The TLS peer's record also names an
+//! `https:` rua: the report is POSTed there (§5.4) to a real HTTPS receiver trusted through
+//! `tls.ca_file`; a receiver whose certificate is for another name gets nothing, and the
+//! command exits non-zero.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use hopguard_integration::https::PostSink;
 use hopguard_integration::wait_until;
-use hopguard_integration::world::{marker, World, PLAIN_PEER, TLS_PEER};
+use hopguard_integration::world::{marker, World, PLAIN_PEER, TLSRPT_URL, TLSRPT_WEB, TLS_PEER};
 
 /// The JSON report inside a TLS-RPT mail: base64 → gunzip (coreutils `base64`, `gzip`).
 fn report_json(mail: &str) -> Result<serde_json::Value> {
@@ -23,20 +27,22 @@ fn report_json(mail: &str) -> Result<serde_json::Value> {
         .take_while(|l| !l.starts_with("--"))
         .collect::<Vec<_>>()
         .join("");
-    let decode = |prog: &str, args: &[&str], input: &[u8]| -> Result<Vec<u8>> {
-        let mut c = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        c.stdin.take().context("stdin")?.write_all(input)?;
-        let out = c.wait_with_output()?;
-        ensure!(out.status.success(), "{prog} failed");
-        Ok(out.stdout)
-    };
     let gz = decode("base64", &["-d"], b64.trim().as_bytes())?;
     let json = decode("gzip", &["-dc"], &gz)?;
     Ok(serde_json::from_slice(&json)?)
+}
+
+/// Runs `prog args` with `input` on stdin; its stdout.
+fn decode(prog: &str, args: &[&str], input: &[u8]) -> Result<Vec<u8>> {
+    let mut c = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    c.stdin.take().context("stdin")?.write_all(input)?;
+    let out = c.wait_with_output()?;
+    ensure!(out.status.success(), "{prog} failed");
+    Ok(out.stdout)
 }
 
 #[test]
@@ -72,9 +78,50 @@ fn daily_reports_reach_the_rua_with_the_right_counts() -> Result<()> {
             .then_some(()))
     })?;
 
+    // The https: rua's receiver, with a certificate for its name from the CA the relay trusts.
+    let certs = w.dir.sub("certs")?;
+    let web_cert = w.ca.issue(&certs, "tlsrpt-web", &[TLSRPT_WEB])?;
+    let mut sink = PostSink::start(&w.dir.sub("tlsrpt-web")?, w.addrs.rua_web, &web_cert)?;
+
     let conf = hg.config_path().display().to_string();
-    let out = hg.run_cli(&["tlsrpt", "send", "--day", "today", "--config", &conf])?;
-    ensure!(out.status.success(), "tlsrpt send failed: {out:?}");
+    let send = || -> Result<(std::process::Output, String)> {
+        let out = hg.run_cli(&["tlsrpt", "send", "--day", "today", "--config", &conf])?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out, text))
+    };
+    let (out, text) = send()?;
+    ensure!(
+        out.status.success(),
+        "tlsrpt send failed: {text}\n{}",
+        sink.log()
+    );
+    ensure!(
+        text.lines()
+            .any(|l| l.starts_with(&format!("{TLS_PEER}: report for "))
+                && l.ends_with(&format!(" posted to {TLSRPT_URL} (HTTP 200)"))),
+        "{text}"
+    );
+    let posts = sink.posts()?;
+    ensure!(posts.len() == 1, "{} POSTs: {posts:?}\n{text}", posts.len());
+    let post = &posts[0];
+    ensure!(post.request_line == "POST /v1/tlsrpt HTTP/1.1", "{post:?}");
+    ensure!(post.header("host") == Some(TLSRPT_WEB), "{post:?}");
+    ensure!(
+        post.header("content-type") == Some("application/tlsrpt+gzip"),
+        "{post:?}"
+    );
+    let posted: serde_json::Value = serde_json::from_slice(&decode("gzip", &["-dc"], &post.body)?)?;
+    let p = &posted["policies"][0];
+    ensure!(p["policy"]["policy-domain"] == TLS_PEER, "{posted}");
+    ensure!(
+        p["summary"]["total-successful-session-count"] == 2,
+        "{posted}"
+    );
+    ensure!(p["summary"]["total-failure-session-count"] == 0, "{posted}");
     let mails = wait_until("two TLS-RPT reports", Duration::from_secs(60), || {
         let reports: Vec<String> = w
             .tls_peer
@@ -114,6 +161,35 @@ fn daily_reports_reach_the_rua_with_the_right_counts() -> Result<()> {
     ensure!(
         p["failure-details"][0]["receiving-mx-hostname"] == "mx.plain-peer.test",
         "{bad}"
+    );
+
+    // The same name now served with a certificate for another name: the POST is refused by
+    // the relay's PKIX check, the receiver stores nothing, the command fails.
+    sink.stop()?;
+    let other_cert = w.ca.issue(&certs, "other-web", &["other-web.test"])?;
+    let wrong = PostSink::start(
+        &w.dir.sub("tlsrpt-web-wrong")?,
+        w.addrs.rua_web,
+        &other_cert,
+    )?;
+    let (out, text) = send()?;
+    ensure!(
+        !out.status.success(),
+        "tlsrpt send succeeded with a wrong certificate: {text}"
+    );
+    ensure!(
+        text.contains(&format!("{TLS_PEER}: POST to {TLSRPT_URL} failed: ")),
+        "{text}"
+    );
+    ensure!(
+        text.contains("certificate"),
+        "not a certificate failure: {text}"
+    );
+    let stored = wrong.posts()?;
+    ensure!(
+        stored.is_empty(),
+        "the receiver with the wrong certificate stored {stored:?}\n{}",
+        wrong.log()
     );
     Ok(())
 }

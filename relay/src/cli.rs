@@ -46,7 +46,8 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// TLS-RPT (RFC 8460): send the aggregate reports of a day to the domains' `mailto:` rua.
+    /// TLS-RPT (RFC 8460): send the aggregate reports of a day to the domains' rua (`mailto:`
+    /// through the queue, `https:` by POST).
     Tlsrpt {
         #[command(subcommand)]
         command: TlsrptCommand,
@@ -109,7 +110,8 @@ pub enum PolicyCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TlsrptCommand {
-    /// Queue the reports for DAY (YYYY-MM-DD, default yesterday UTC; `today` for the day so far).
+    /// Queue (mailto) or POST (https) the reports for DAY (YYYY-MM-DD, default yesterday UTC;
+    /// `today` for the day so far). Exit 1 if a POST failed.
     Send {
         #[arg(long)]
         day: Option<String>,
@@ -319,6 +321,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         let dns = outbound.dns.clone();
         let m = metrics.clone();
         let queue = queue.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
             loop {
                 let now = chrono::Utc::now();
@@ -334,11 +337,25 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
                 let day = (chrono::Utc::now() - chrono::Duration::days(1))
                     .format("%Y-%m-%d")
                     .to_string();
-                match queue_tlsrpt_reports(&cfg, &spool, &dns, &day).await {
-                    Ok(n) => {
-                        m.tlsrpt_reports.inc_by(n as u64);
-                        queue.rescan();
-                        info!(day = %day, reports = n, "TLS-RPT reports queued");
+                // The trust anchors of the configuration in force now (reloads included).
+                let pkix =
+                    crate::evidence::tlsrpt_https::pkix_config(&shared.loaded().outbound_tls);
+                match queue_tlsrpt_reports(&cfg, &spool, &dns, pkix, &day).await {
+                    Ok(r) => {
+                        m.tlsrpt_reports.inc_by(r.sent() as u64);
+                        if r.queued > 0 {
+                            queue.rescan();
+                        }
+                        for f in &r.failures {
+                            warn!(day = %day, failure = %f, "TLS-RPT report not delivered");
+                        }
+                        info!(
+                            day = %day,
+                            queued = r.queued,
+                            posted = r.posted,
+                            failed = r.failures.len(),
+                            "TLS-RPT reports sent"
+                        );
                     }
                     Err(e) => error!(error = %e, "TLS-RPT reports not queued"),
                 }
@@ -458,7 +475,8 @@ fn reload(path: &Path, shared: &SharedConfig, outbound: &Outbound) {
 }
 
 /// `hopguard tlsrpt send`: queues each domain's report for the day to its `mailto:` rua through
-/// our own queue, then wakes a running relay.
+/// our own queue (then wakes a running relay) and POSTs it to its `https:` rua. An error when a
+/// POST failed (exit 1); the mail reports are queued all the same.
 fn tlsrpt_send(config: Option<&Path>, day: Option<&str>) -> anyhow::Result<()> {
     let (cfg, spool) = spool_for(config)?;
     let day = match day {
@@ -473,27 +491,57 @@ fn tlsrpt_send(config: Option<&Path>, day: Option<&str>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let sent = rt.block_on(async {
+    let tls =
+        crate::outbound::tls::OutboundTls::new(cfg.tls.system_roots, cfg.tls.ca_file.as_deref())
+            .context("tls")?;
+    let pkix = crate::evidence::tlsrpt_https::pkix_config(&tls);
+    let r = rt.block_on(async {
         let dns = Dns::new(&cfg.dns.resolvers, cfg.dns.timeout.0)?;
-        queue_tlsrpt_reports(&cfg, &spool, &dns, &day).await
+        queue_tlsrpt_reports(&cfg, &spool, &dns, pkix, &day).await
     })?;
-    if sent > 0 {
+    if r.queued > 0 {
         wake(&cfg);
+    }
+    if !r.failures.is_empty() {
+        anyhow::bail!(
+            "{} TLS-RPT report(s) not delivered by HTTPS POST",
+            r.failures.len()
+        );
     }
     Ok(())
 }
 
-/// Queues the TLS-RPT reports of `day`, one per domain and `mailto:` rua (null sender: a
-/// report is never bounced). Returns how many were queued.
+/// What [`queue_tlsrpt_reports`] did.
+#[derive(Debug, Default)]
+pub struct TlsRptSent {
+    /// Report mails queued (one per domain and `mailto:` rua).
+    pub queued: usize,
+    /// Reports POSTed to an `https:` rua and answered with 2xx.
+    pub posted: usize,
+    /// One line per failed POST: `DOMAIN: POST to URL failed: REASON`.
+    pub failures: Vec<String>,
+}
+
+impl TlsRptSent {
+    /// Reports sent: queued mails plus accepted POSTs (the `tlsrpt_reports` metric).
+    pub fn sent(&self) -> usize {
+        self.queued + self.posted
+    }
+}
+
+/// Sends the TLS-RPT reports of `day`: one mail queued per domain and `mailto:` rua (null
+/// sender: a report is never bounced), one POST per domain and `https:` rua (server verified
+/// with `pkix`; not retried). Prints a line per report; a failed POST is counted, not an error.
 pub async fn queue_tlsrpt_reports(
     cfg: &Config,
     spool: &Spool,
     dns: &Dns,
+    pkix: Arc<rustls::ClientConfig>,
     day: &str,
-) -> anyhow::Result<usize> {
-    use crate::evidence::tlsrpt;
+) -> anyhow::Result<TlsRptSent> {
+    use crate::evidence::tlsrpt::{self, Rua};
     let dir = cfg.spool_dir.join("tlsrpt");
-    let mut sent = 0;
+    let mut sent = TlsRptSent::default();
     for domain in tlsrpt::TlsRptStore::domains(&dir, day) {
         let Some(data) = tlsrpt::TlsRptStore::load(&dir, day, &domain) else {
             continue;
@@ -502,13 +550,33 @@ pub async fn queue_tlsrpt_reports(
             .txt(&format!("_smtp._tls.{domain}"))
             .await
             .unwrap_or_default();
-        let ruas = tlsrpt::rua_mailtos(&txt);
+        let ruas = tlsrpt::ruas(&txt);
         if ruas.is_empty() {
-            println!("{domain}: no TLS-RPT mailto rua published; nothing sent");
+            println!("{domain}: no TLS-RPT mailto or https rua published; nothing sent");
             continue;
         }
         let json = tlsrpt::report_json(&cfg.hostname, day, &domain, &data);
-        for to in ruas {
+        for rua in ruas {
+            let to = match rua {
+                Rua::Mailto(to) => to,
+                Rua::Https(url) => {
+                    let gz = tlsrpt::gzip_stored(json.to_string().as_bytes());
+                    match crate::evidence::tlsrpt_https::post_report(dns, pkix.clone(), &url, &gz)
+                        .await
+                    {
+                        Ok(code) => {
+                            println!("{domain}: report for {day} posted to {url} (HTTP {code})");
+                            sent.posted += 1;
+                        }
+                        Err(e) => {
+                            let line = format!("{domain}: POST to {url} failed: {e}");
+                            println!("{line}");
+                            sent.failures.push(line);
+                        }
+                    }
+                    continue;
+                }
+            };
             let body = tlsrpt::report_mail(&cfg.hostname, day, &domain, &to, &json);
             let rcpt_domain = to
                 .rsplit_once('@')
@@ -549,7 +617,7 @@ pub async fn queue_tlsrpt_reports(
             };
             let c = spool.inject(env, &body).await?;
             println!("{domain}: report for {day} queued to <{to}> as {}", c.id());
-            sent += 1;
+            sent.queued += 1;
         }
     }
     Ok(sent)

@@ -218,7 +218,7 @@ impl Metrics {
         );
         r.register(
             "tlsrpt_reports",
-            "TLS-RPT aggregate reports queued by the daily run (hopguard tlsrpt send prints its own)",
+            "TLS-RPT aggregate reports sent by the daily run: mails queued to mailto rua plus POSTs accepted (2xx) by https rua (hopguard tlsrpt send prints its own)",
             m.tlsrpt_reports.clone(),
         );
         r.register(

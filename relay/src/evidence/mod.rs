@@ -5,6 +5,7 @@ pub mod http;
 pub mod metrics;
 pub mod record;
 pub mod tlsrpt;
+pub mod tlsrpt_https;
 
 pub use metrics::Metrics;
 pub use record::{Direction, HopRecord, Observed, Outcome, TlsFacts};

@@ -1,5 +1,6 @@
 //! TLS-RPT (RFC 8460): outbound hop results aggregated per policy domain and UTC day, and the
-//! daily report (JSON, gzip) for the domains that publish `_smtp._tls` with a `mailto:` rua.
+//! daily report (JSON, gzip) for the domains that publish `_smtp._tls`: mailed to each `mailto:`
+//! rua (through our own queue), POSTed to each `https:` rua ([`super::tlsrpt_https`]).
 //!
 //! Aggregates live in `spool_dir/tlsrpt/DAY/DOMAIN.json`, rewritten on each update (no fsync:
 //! a lost update after a crash costs a count, never mail). Sessions that never reached TLS
@@ -214,27 +215,57 @@ pub fn report_json(
     })
 }
 
-/// The `mailto:` addresses of a `v=TLSRPTv1; rua=...` record (RFC 8460 §3); https rua are
-/// not sent yet.
-pub fn rua_mailtos(txt: &[String]) -> Vec<String> {
+/// One reporting URI of a `rua=` field (RFC 8460 §3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rua {
+    /// The address after `mailto:` (no header-injection characters).
+    Mailto(String),
+    /// A full `https://` URL that [`super::tlsrpt_https::HttpsUrl::parse`] accepts.
+    Https(String),
+}
+
+/// The reporting URIs of a `v=TLSRPTv1; rua=...` record (RFC 8460 §3), in record order,
+/// without duplicates. Only `mailto:` and `https://` URIs are kept (never `http://`); a
+/// `mailto:` address must hold `@` and no CR, LF, `<`, `>` or space, an `https://` URL must
+/// parse (no spaces, control or non-ASCII characters, no user info).
+pub fn ruas(txt: &[String]) -> Vec<Rua> {
     let mut out = Vec::new();
     for r in txt
         .iter()
         .filter(|r| r.trim_start().starts_with("v=TLSRPTv1"))
     {
         for field in r.split(';') {
-            if let Some(rua) = field.trim().strip_prefix("rua=") {
-                for uri in rua.split(',') {
-                    if let Some(addr) = uri.trim().strip_prefix("mailto:") {
-                        if addr.contains('@') && !addr.contains(['\r', '\n', '<', '>', ' ']) {
-                            out.push(addr.to_string());
-                        }
+            let Some(rua) = field.trim().strip_prefix("rua=") else {
+                continue;
+            };
+            for uri in rua.split(',') {
+                let uri = uri.trim();
+                let found = if let Some(addr) = strip_scheme(uri, "mailto:") {
+                    (addr.contains('@') && !addr.contains(['\r', '\n', '<', '>', ' ']))
+                        .then(|| Rua::Mailto(addr.to_string()))
+                } else if strip_scheme(uri, "https://").is_some() {
+                    super::tlsrpt_https::HttpsUrl::parse(uri)
+                        .is_ok()
+                        .then(|| Rua::Https(uri.to_string()))
+                } else {
+                    None
+                };
+                if let Some(found) = found {
+                    if !out.contains(&found) {
+                        out.push(found);
                     }
                 }
             }
         }
     }
     out
+}
+
+/// `uri` without its scheme prefix `scheme` (compared case-insensitively, RFC 3986 §3.1).
+pub(crate) fn strip_scheme<'a>(uri: &'a str, scheme: &str) -> Option<&'a str> {
+    let head = uri.get(..scheme.len())?;
+    head.eq_ignore_ascii_case(scheme)
+        .then(|| &uri[scheme.len()..])
 }
 
 /// gzip (RFC 1952) with stored deflate blocks (RFC 1951 §3.2.4): valid, uncompressed.
@@ -396,8 +427,43 @@ mod tests {
             "v=TLSRPTv1; rua=mailto:tls@a.example,https://r.example/x".to_string(),
             "other".into(),
         ];
-        assert_eq!(rua_mailtos(&txt), ["tls@a.example"]);
-        assert!(rua_mailtos(&["v=STSv1; id=1".to_string()]).is_empty());
-        assert!(rua_mailtos(&["v=TLSRPTv1; rua=mailto:evil\r\nBcc:x@y".to_string()]).is_empty());
+        assert_eq!(
+            ruas(&txt),
+            [
+                Rua::Mailto("tls@a.example".into()),
+                Rua::Https("https://r.example/x".into())
+            ]
+        );
+        assert!(ruas(&["v=STSv1; id=1".to_string()]).is_empty());
+        assert!(ruas(&["v=TLSRPTv1; rua=mailto:evil\r\nBcc:x@y".to_string()]).is_empty());
+        // Spaces around the comma, scheme case, port and query, duplicates dropped.
+        let txt = [
+            "v=TLSRPTv1;rua=HTTPS://R.example:8443/rpt?k=v , mailto:a@b.example,mailto:a@b.example"
+                .to_string(),
+        ];
+        assert_eq!(
+            ruas(&txt),
+            [
+                Rua::Https("HTTPS://R.example:8443/rpt?k=v".into()),
+                Rua::Mailto("a@b.example".into())
+            ]
+        );
+        // Never http://, never a URL with control characters, spaces, user info or no host.
+        for bad in [
+            "http://r.example/x",
+            "https://r.example/a\tb",
+            "https://r.example/a\r\nX-Injected: 1",
+            "https://r.example/a b",
+            "https://user@r.example/x",
+            "https:///x",
+            "https://r.example:0/x",
+            "https://r.example:99999/x",
+            "https://[::1]/x",
+            "https://r.exämple/x",
+            "ftp://r.example/x",
+        ] {
+            let txt = [format!("v=TLSRPTv1; rua={bad}")];
+            assert!(ruas(&txt).is_empty(), "{bad:?} accepted");
+        }
     }
 }
