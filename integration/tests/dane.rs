@@ -10,6 +10,13 @@
 //! | unusable.dane.test  | only PKIX-EE (1 1 1): unusable       | test CA, MX name              | delivered, PKIX          |
 //! | bogus.test          | MX tampered after signing            | —                             | deferred, dnssec-invalid |
 //! | nullmx.dane.test    | (null MX, RFC 7505)                  | —                             | bounced at once (5.1.10) |
+//! | cname.dane.test     | MX is a CNAME to mx.ee-target; 3 1 1 | other CA, unrelated name      | delivered (dane-ee)      |
+//! |                     | only at the CNAME's target           |                               |                          |
+//! | ta-cname.dane.test  | MX is a CNAME to mx.ta.dane.test;    | test CA, name of the target   | delivered (dane-ta: the  |
+//! |                     | 2 0 1 only at the target             | (the TLSA base domain)        | base domain matches)     |
+//!
+//! Without CNAME chasing (RFC 7672 §2.2.3) the last two would look for TLSA at the MX name, find
+//! none, fall to PKIX with the MX name and be deferred.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,7 +70,14 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         .a("mx.unusable.dane.test", ca_addr)
         .raw(&tlsa_record(25, "mx.unusable.dane.test", 1, 1, 1, &ee_key))
         // RFC 7505 null MX: the domain accepts no mail.
-        .raw("nullmx.dane.test. IN MX 0 .");
+        .raw("nullmx.dane.test. IN MX 0 .")
+        // MX hosts that are CNAMEs: TLSA only at the chain's end.
+        .mx("cname.dane.test", 10, "mx.cname.dane.test")
+        .raw("mx.cname.dane.test. IN CNAME mx.ee-target.dane.test.")
+        .a("mx.ee-target.dane.test", ee_addr)
+        .raw(&tlsa_record(25, "mx.ee-target.dane.test", 3, 1, 1, &ee_key))
+        .mx("ta-cname.dane.test", 10, "mx.ta-cname.dane.test")
+        .raw("mx.ta-cname.dane.test. IN CNAME mx.ta.dane.test.");
     let bogus = Zone::new("bogus.test.")
         .mx("bogus.test", 10, "mx.bogus.test")
         .a("mx.bogus.test", ca_addr);
@@ -80,7 +94,11 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         ee_addr,
         PostfixOpts {
             tls: Some(ee_cert),
-            domains: vec!["ee.dane.test".into(), "mismatch.dane.test".into()],
+            domains: vec![
+                "ee.dane.test".into(),
+                "mismatch.dane.test".into(),
+                "cname.dane.test".into(),
+            ],
             hostname: Some("unrelated.example".into()),
         },
     )?;
@@ -93,6 +111,7 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
                 "ta.dane.test".into(),
                 "unusable.dane.test".into(),
                 "bogus.test".into(),
+                "ta-cname.dane.test".into(),
             ],
             hostname: Some("mx.ta.dane.test".into()),
         },
@@ -137,6 +156,8 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     let unusable = send("u@unusable.dane.test")?;
     let bogus_m = send("u@bogus.test")?;
     let _null = send("u@nullmx.dane.test")?;
+    let cname = send("u@cname.dane.test")?;
+    let ta_cname = send("u@ta-cname.dane.test")?;
 
     let wait = Duration::from_secs(60);
     ee_peer
@@ -147,6 +168,12 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         .map_err(with_logs)?;
     ca_peer
         .wait_for_message(|m| m.contains(&unusable), wait)
+        .map_err(with_logs)?;
+    ee_peer
+        .wait_for_message(|m| m.contains(&cname), wait)
+        .map_err(with_logs)?;
+    ca_peer
+        .wait_for_message(|m| m.contains(&ta_cname), wait)
         .map_err(with_logs)?;
 
     // The refused ones are deferred with their reasons, and never arrive.
@@ -172,8 +199,9 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     // The evidence says how each hop was authenticated.
     let text = hopguard_integration::scrape_metrics(metrics_addr)?;
     for want in [
-        r#"verify="dane-ee",outcome="delivered""#,
-        r#"verify="dane-ta",outcome="delivered""#,
+        // ee + cname, ta + ta-cname.
+        r#"hopguard_outbound_messages_total{peer="other",policy="dane",tls="TLSv1.3",verify="dane-ee",outcome="delivered"} 2"#,
+        r#"hopguard_outbound_messages_total{peer="other",policy="dane",tls="TLSv1.3",verify="dane-ta",outcome="delivered"} 2"#,
         r#"verify="pkix",outcome="delivered""#,
     ] {
         ensure!(text.contains(want), "metrics lack {want}:\n{text}");

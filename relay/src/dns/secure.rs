@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hopguard_policy::DnssecStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -24,6 +24,9 @@ pub struct SecureAnswer {
     pub records: Vec<RData>,
     /// The name does not exist (NXDOMAIN).
     pub nxdomain: bool,
+    /// The end of the CNAME chain from the asked name, when the answer has one (lowercase,
+    /// without the trailing dot). The AD bit covers the whole chain.
+    pub canonical: Option<String>,
 }
 
 impl SecureAnswer {
@@ -32,8 +35,37 @@ impl SecureAnswer {
             status,
             records: Vec::new(),
             nxdomain: false,
+            canonical: None,
         }
     }
+}
+
+/// Follows the CNAME records of `answers` from `qname` (at most 8 steps, RFC 1034 §3.6.2
+/// chains; a loop ends it): the last name reached, if any CNAME applied.
+fn cname_target(answers: &[Record], qname: &Name) -> Option<String> {
+    let mut current = qname.clone();
+    let mut moved = false;
+    for _ in 0..8 {
+        let next = answers.iter().find_map(|r| match &r.data {
+            // Name equality is ASCII case-insensitive.
+            RData::CNAME(c) if r.name == current => Some(c.0.clone()),
+            _ => None,
+        });
+        match next {
+            Some(n) if n != current => {
+                current = n;
+                moved = true;
+            }
+            _ => break,
+        }
+    }
+    moved.then(|| {
+        current
+            .to_lowercase()
+            .to_ascii()
+            .trim_end_matches('.')
+            .to_string()
+    })
 }
 
 static NEXT_ID: AtomicU16 = AtomicU16::new(1);
@@ -103,11 +135,16 @@ fn classify(msg: &Message, rtype: RecordType) -> SecureAnswer {
                 .map(|r| r.data.clone())
                 .collect(),
             nxdomain: false,
+            canonical: msg
+                .queries
+                .first()
+                .and_then(|q| cname_target(&msg.answers, q.name())),
         },
         ResponseCode::NXDomain => SecureAnswer {
             status,
             records: Vec::new(),
             nxdomain: true,
+            canonical: None,
         },
         ResponseCode::ServFail => SecureAnswer::failed(DnssecStatus::Bogus),
         _ => SecureAnswer::failed(DnssecStatus::Indeterminate),
@@ -177,8 +214,7 @@ async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_resolver::proto::rr::rdata::MX;
-    use hickory_resolver::proto::rr::Record;
+    use hickory_resolver::proto::rr::rdata::{A, CNAME, MX};
 
     fn response(code: ResponseCode, ad: bool, answers: Vec<Record>) -> Message {
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
@@ -238,6 +274,33 @@ mod tests {
             RecordType::TLSA,
         );
         assert!(a.records.is_empty());
+    }
+
+    #[test]
+    fn cname_chains_are_followed_from_the_query_name() {
+        let n = |s: &str| Name::from_ascii(s).unwrap();
+        let cname =
+            |from: &str, to: &str| Record::from_rdata(n(from), 60, RData::CNAME(CNAME(n(to))));
+        let a = Record::from_rdata(n("t.example.test."), 60, RData::A(A::new(127, 0, 0, 9)));
+        let mut m = response(
+            ResponseCode::NoError,
+            true,
+            vec![
+                cname("MX.example.test.", "mid.example.test."),
+                cname("mid.example.test.", "T.example.test."),
+                a,
+            ],
+        );
+        m.add_query(Query::query(n("mx.example.test."), RecordType::A));
+        let ans = classify(&m, RecordType::A);
+        assert_eq!(ans.canonical.as_deref(), Some("t.example.test"));
+        assert_eq!(ans.records.len(), 1);
+        // No CNAME: no canonical name; a loop ends.
+        let mut plain = response(ResponseCode::NoError, true, vec![]);
+        plain.add_query(Query::query(n("mx.example.test."), RecordType::A));
+        assert_eq!(classify(&plain, RecordType::A).canonical, None);
+        let looped = [cname("a.test.", "b.test."), cname("b.test.", "a.test.")];
+        assert!(cname_target(&looped, &n("a.test.")).is_some());
     }
 
     #[test]

@@ -241,10 +241,32 @@ pub async fn plan(
         let addr_secure = a.status == DnssecStatus::Secure
             || (ips.is_empty() && aaaa.status == DnssecStatus::Secure);
         let tlsa = if mx.status == DnssecStatus::Secure {
-            let t = dns
-                .secure(&format!("_25._tcp.{host}"), RecordType::TLSA)
-                .await;
-            *bogus += u32::from(t.status == DnssecStatus::Bogus);
+            // RFC 7672 §2.2.3: when the host's (secure) address records came through a CNAME
+            // chain, the TLSA records are looked up at the chain's end first; only a secure
+            // denial there sends the lookup back to the MX host name.
+            let port = cfg.outbound.port;
+            let target = a
+                .canonical
+                .clone()
+                .or_else(|| aaaa.canonical.clone())
+                .filter(|t| addr_secure && t != host);
+            let lookup = |base: &str| {
+                let name = format!("_{port}._tcp.{base}");
+                async move { dns.secure(&name, RecordType::TLSA).await }
+            };
+            let (t, base) = match target {
+                Some(target) => {
+                    let at_target = lookup(&target).await;
+                    *bogus += u32::from(at_target.status == DnssecStatus::Bogus);
+                    if at_target.status == DnssecStatus::Secure && at_target.records.is_empty() {
+                        (lookup(host).await, host.clone())
+                    } else {
+                        (at_target, target)
+                    }
+                }
+                None => (lookup(host).await, host.clone()),
+            };
+            *bogus += u32::from(t.status == DnssecStatus::Bogus && base == *host);
             // RFC 7672 §2.2.2: TLSA counts only for a host whose address records are secure.
             let status = if t.status == DnssecStatus::Secure && !addr_secure {
                 DnssecStatus::Insecure
@@ -253,7 +275,7 @@ pub async fn plan(
             };
             Some(TlsaAnswer {
                 status,
-                base_domain: host.clone(),
+                base_domain: base,
                 records: t
                     .records
                     .iter()
