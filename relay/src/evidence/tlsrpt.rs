@@ -230,10 +230,19 @@ pub enum Rua {
 /// parse (no spaces, control or non-ASCII characters, no user info).
 pub fn ruas(txt: &[String]) -> Vec<Rua> {
     let mut out = Vec::new();
-    for r in txt
+    let records: Vec<&String> = txt
         .iter()
-        .filter(|r| r.trim_start().starts_with("v=TLSRPTv1"))
-    {
+        .filter(|r| {
+            r.trim_start()
+                .strip_prefix("v=TLSRPTv1")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([';', ' ', '\t']))
+        })
+        .collect();
+    // RFC 8460 §3: anything but exactly one TLSRPTv1 record means no TLS-RPT.
+    if records.len() != 1 {
+        return out;
+    }
+    for r in records {
         for field in r.split(';') {
             let Some(rua) = field.trim().strip_prefix("rua=") else {
                 continue;
@@ -419,6 +428,15 @@ mod tests {
         assert_eq!(data.policies["no-policy-found"].success, 1);
         assert_eq!(data.policies["tlsa"].success, 1);
         assert!(data.policies["tlsa"].failures.is_empty());
+    }
+
+    #[test]
+    fn not_exactly_one_record_means_no_tlsrpt() {
+        let one = "v=TLSRPTv1; rua=mailto:a@b.test".to_string();
+        assert_eq!(ruas(std::slice::from_ref(&one)).len(), 1);
+        assert!(ruas(&[one.clone(), "v=TLSRPTv1;rua=mailto:c@d.test".into()]).is_empty());
+        assert_eq!(ruas(&[one.clone(), "v=spf1 -all".into()]).len(), 1);
+        assert!(ruas(&["v=TLSRPTv10; rua=mailto:a@b.test".into()]).is_empty());
     }
 
     #[test]
