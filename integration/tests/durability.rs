@@ -1,7 +1,8 @@
 //! The durability contract seen from the outside (FIELD-NOTES: a kill -9 test alone cannot
 //! prove fsync). The relay runs under strace; for one accepted message the system calls must
-//! show, before the `250 ... Queued as ID` is written to the client: the data file and the
-//! envelope fsynced, both renamed into queue/, and the queue directory fsynced.
+//! show, before the `250 ... Queued as ID` is written to the client: the data file (written in
+//! place as queue/ID.msg) fsynced, then the envelope fsynced in tmp/ and renamed into queue/
+//! (the commit point), then the queue directory fsynced.
 
 use anyhow::{ensure, Context, Result};
 use hopguard_integration::smtp_client::SwaksMail;
@@ -72,13 +73,11 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
         (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
     })?;
     let msg_sync = pos("fsync of the data file", &|l| {
-        (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("{id}.msg>"))
+        (l.contains("fsync(") || l.contains("fdatasync("))
+            && l.contains(&format!("queue/{id}.msg>"))
     })?;
     let env_sync = pos("fsync of the envelope", &|l| {
         (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("tmp/{id}.env>"))
-    })?;
-    let msg_rename = pos("rename of the data file", &|l| {
-        l.contains("rename") && l.contains(&format!("queue/{id}.msg"))
     })?;
     let env_rename = pos("rename of the envelope", &|l| {
         l.contains("rename") && l.contains(&format!("queue/{id}.env"))
@@ -90,12 +89,11 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
         .position(|(_, l)| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"))
         .map(|p| p + env_rename)
         .with_context(|| format!("no fsync of the queue directory after the rename:\n{text}"))?;
-    ensure!(msg_sync < msg_rename, "data fsynced after its rename");
-    ensure!(env_sync < env_rename, "envelope fsynced after its rename");
     ensure!(
-        msg_rename < env_rename,
-        "the envelope (commit point) must be renamed last"
+        msg_sync < env_rename,
+        "data fsynced after the commit point (the envelope's rename)"
     );
+    ensure!(env_sync < env_rename, "envelope fsynced after its rename");
     ensure!(
         dir_sync < reply,
         "250 sent before the queue directory was fsynced:\n{text}"

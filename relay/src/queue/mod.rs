@@ -284,11 +284,21 @@ impl Queue {
             // The DSN is not safely queued: keep the message and try again later.
             error!(queue_id = %env.id, error = %e, "cannot queue DSN; keeping message");
             env.next_attempt = t + cfg.queue.min_backoff.0.as_secs().max(1) as i64;
-            self.save(&env);
+            self.save(&env).await;
             return Some(env.next_attempt);
         }
         if env.is_finished() {
-            if let Err(e) = self.spool.remove(&env.id) {
+            let spool = self.spool.clone();
+            let id = env.id.clone();
+            let removed = tokio::task::spawn_blocking(move || spool.remove(&id))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::spool::SpoolError::Io {
+                        path: std::path::PathBuf::from(&env.id),
+                        source: std::io::Error::other(e),
+                    })
+                });
+            if let Err(e) = removed {
                 match e {
                     crate::spool::SpoolError::NotFound(_) => {}
                     e => error!(queue_id = %env.id, error = %e, "cannot remove finished message"),
@@ -304,7 +314,7 @@ impl Queue {
         // The final attempt happens at expiry, not later.
         let expiry = env.received_at + cfg.queue.max_lifetime.0.as_secs() as i64;
         env.next_attempt = (t + delay.as_secs().max(1) as i64).min(expiry.max(t + 1));
-        if !self.save(&env) {
+        if !self.save(&env).await {
             return None;
         }
         Some(env.next_attempt)
@@ -312,13 +322,17 @@ impl Queue {
 
     /// Writes the envelope back unless an operator deleted the message during the attempt.
     /// Returns false when the message is gone.
-    fn save(&self, env: &Envelope) -> bool {
+    async fn save(&self, env: &Envelope) -> bool {
         if !self.spool.exists(&env.id) {
             info!(queue_id = %env.id, "message deleted during its delivery attempt");
             return false;
         }
-        if let Err(e) = self.spool.update(env) {
-            error!(queue_id = %env.id, error = %e, "cannot update envelope");
+        let spool = self.spool.clone();
+        let copy = env.clone();
+        match tokio::task::spawn_blocking(move || spool.update(&copy)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(queue_id = %env.id, error = %e, "cannot update envelope"),
+            Err(e) => error!(queue_id = %env.id, error = %e, "cannot update envelope"),
         }
         true
     }

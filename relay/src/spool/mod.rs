@@ -1,11 +1,17 @@
 //! The spool: messages and envelopes on local disk, durable before the `250`.
 //!
-//! Layout under `spool_dir`: `tmp/` (being received), `queue/ID.msg` (message bytes as
-//! received, with our Received header prepended) and `queue/ID.env` (JSON envelope). A message
-//! exists once its `.env` is in `queue/`: `commit` writes and fdatasyncs the data file (its data
-//! and size), writes and fdatasyncs the envelope, renames both into `queue/` (data first) and
-//! fsyncs the directory. Only
-//! then does it return the `Committed` receipt the inbound session needs to reply `250`.
+//! Layout under `spool_dir`: `queue/ID.msg` (message bytes as received, with our Received
+//! header prepended), `queue/ID.env` (JSON envelope) and `tmp/` (envelopes being written). A
+//! message exists once its `.env` is in `queue/`: `commit` writes and fdatasyncs the data file
+//! (written in place in `queue/`: a data file without its envelope is an interrupted reception,
+//! removed at the next start), writes and fdatasyncs the envelope in `tmp/`, renames it into
+//! `queue/` (the commit point) and fsyncs the directory. Only then does it return the
+//! `Committed` receipt the inbound session needs to reply `250`.
+//!
+//! Small messages (up to `SPILL` bytes) are held in memory until `commit`, which does all of
+//! its file work in one blocking task; larger ones are written out as they arrive. Directory
+//! fsyncs are group-committed (`DirSync`): one fsync covers every rename, link and unlink that
+//! finished before it started, so concurrent commits and removals share it.
 
 mod envelope;
 
@@ -13,7 +19,8 @@ pub use envelope::*;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
@@ -56,6 +63,37 @@ pub struct Spool {
     root: PathBuf,
     /// Held for the relay's lifetime (`open`), absent for operator commands (`attach`).
     lock: Option<std::sync::Arc<std::fs::File>>,
+    /// Group commit of the `queue/` directory's fsync.
+    dir_sync: Arc<DirSync>,
+}
+
+/// Messages up to this size are buffered in memory until `commit`.
+const SPILL: usize = 256 * 1024;
+
+/// Group commit for fsyncs of one directory. A caller takes a ticket after its directory
+/// change (rename, create, unlink) is done, then waits for a sync that started after that
+/// ticket: either it runs one itself, covering every ticket taken so far, or it finds that a
+/// sync started since covered it.
+#[derive(Debug, Default)]
+struct DirSync {
+    requested: AtomicU64,
+    completed: AtomicU64,
+    running: std::sync::Mutex<()>,
+}
+
+impl DirSync {
+    fn sync(&self, dir: &Path) -> Result<(), SpoolError> {
+        let ticket = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one_at_a_time = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if self.completed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket up to here belongs to a change made before this fsync starts.
+        let covered = self.requested.load(Ordering::SeqCst);
+        fsync_dir(dir)?;
+        self.completed.store(covered, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -75,9 +113,9 @@ pub fn is_queue_id(s: &str) -> bool {
 impl Spool {
     /// Opens the spool for the running relay: creates it if needed, takes its exclusive lock
     /// (a second relay on the same spool is refused), removes leftovers of interrupted
-    /// receptions in `tmp/` and data files whose envelope was never committed. Only this
-    /// start-up path ever deletes uncommitted files: while the relay runs, a commit may sit
-    /// between its two renames.
+    /// receptions: envelopes in `tmp/` and data files whose envelope was never committed. Only
+    /// this start-up path ever deletes uncommitted files: while the relay runs, a data file
+    /// waits for its envelope until the commit.
     pub fn open(root: &Path) -> Result<Self, SpoolError> {
         let mut spool = Self::attach(root)?;
         let lock_path = root.join("lock");
@@ -121,6 +159,7 @@ impl Spool {
         Ok(Self {
             root: root.to_owned(),
             lock: None,
+            dir_sync: Arc::default(),
         })
     }
 
@@ -157,17 +196,19 @@ impl Spool {
         self.queue_dir().join(format!("{id}.env"))
     }
 
-    /// Starts receiving a message into `tmp/`.
+    /// Starts receiving a message (its data file `queue/ID.msg` is created once it outgrows
+    /// the memory buffer, or at `commit`).
     pub async fn incoming(&self) -> Result<Incoming, SpoolError> {
         let id = new_queue_id();
-        let path = self.root.join("tmp").join(format!("{id}.msg"));
-        let file = tokio::fs::File::create(&path).await.map_err(io(&path))?;
+        let path = self.msg_path(&id);
         Ok(Incoming {
             spool: self.clone(),
             id,
             path,
-            file: Some(tokio::io::BufWriter::with_capacity(64 * 1024, file)),
+            buf: Vec::new(),
+            file: None,
             written: 0,
+            done: false,
         })
     }
 
@@ -206,7 +247,7 @@ impl Spool {
         write_synced(&tmp, &serde_json::to_vec_pretty(env).unwrap_or_default())?;
         let dst = self.env_path(&env.id);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-        fsync_dir(&self.queue_dir())
+        self.dir_sync.sync(&self.queue_dir())
     }
 
     /// Removes a message: envelope first, so a crash in between leaves only an orphan data
@@ -221,7 +262,7 @@ impl Spool {
             Err(e) => return Err(io(&env)(e)),
         }
         let _ = std::fs::remove_file(self.msg_path(id));
-        fsync_dir(&self.queue_dir())
+        self.dir_sync.sync(&self.queue_dir())
     }
 
     /// Queues a locally generated message (a DSN) with its envelope, durably.
@@ -234,13 +275,19 @@ impl Spool {
     }
 }
 
-/// A message being received. Dropping it without `commit` deletes the temporary file.
+/// A message being received. Dropping it without `commit` deletes its data file.
 pub struct Incoming {
     spool: Spool,
     id: String,
+    /// `queue/ID.msg`.
     path: PathBuf,
-    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    /// Bytes not yet in the data file.
+    buf: Vec<u8>,
+    /// The data file, once the message outgrew `SPILL`.
+    file: Option<tokio::fs::File>,
     written: u64,
+    /// Committed: the data file belongs to the queue now.
+    done: bool,
 }
 
 impl Incoming {
@@ -253,11 +300,21 @@ impl Incoming {
     }
 
     pub async fn write(&mut self, data: &[u8]) -> Result<(), SpoolError> {
-        let Some(f) = self.file.as_mut() else {
-            return Ok(());
-        };
-        f.write_all(data).await.map_err(io(&self.path))?;
+        self.buf.extend_from_slice(data);
         self.written += data.len() as u64;
+        if self.buf.len() >= SPILL {
+            let file = match &mut self.file {
+                Some(f) => f,
+                None => {
+                    let f = tokio::fs::File::create(&self.path)
+                        .await
+                        .map_err(io(&self.path))?;
+                    self.file.insert(f)
+                }
+            };
+            file.write_all(&self.buf).await.map_err(io(&self.path))?;
+            self.buf.clear();
+        }
         Ok(())
     }
 
@@ -267,23 +324,37 @@ impl Incoming {
     pub async fn commit(mut self, mut env: Envelope) -> Result<Committed, SpoolError> {
         env.id = self.id.clone();
         env.size = self.written;
-        if let Some(mut f) = self.file.take() {
-            f.flush().await.map_err(io(&self.path))?;
-            let f = f.into_inner();
-            f.sync_data().await.map_err(io(&self.path))?;
-        }
+        let file = match self.file.take() {
+            Some(mut f) => {
+                // Surfaces the errors of writes still in flight.
+                f.flush().await.map_err(io(&self.path))?;
+                Some(f.into_std().await)
+            }
+            None => None,
+        };
         let spool = self.spool.clone();
         let id = self.id.clone();
-        let tmp_msg = self.path.clone();
+        let msg = self.path.clone();
+        let rest = std::mem::take(&mut self.buf);
         let json = serde_json::to_vec_pretty(&env).unwrap_or_default();
         let result = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let mut f = match file {
+                Some(f) => f,
+                None => std::fs::File::create(&msg).map_err(io(&msg))?,
+            };
+            f.write_all(&rest).map_err(io(&msg))?;
+            f.sync_data().map_err(io(&msg))?;
+            drop(f);
             let tmp_env = spool.root.join("tmp").join(format!("{id}.env"));
             write_synced(&tmp_env, &json)?;
-            let dst_msg = spool.msg_path(&id);
-            std::fs::rename(&tmp_msg, &dst_msg).map_err(io(&dst_msg))?;
             let dst_env = spool.env_path(&id);
             std::fs::rename(&tmp_env, &dst_env).map_err(io(&dst_env))?;
-            fsync_dir(&spool.queue_dir())
+            if let Err(e) = spool.dir_sync.sync(&spool.queue_dir()) {
+                // Not durable: the client gets a 4xx, so the message must not stay queued.
+                let _ = std::fs::remove_file(&dst_env);
+                return Err(e);
+            }
+            Ok(())
         })
         .await
         .map_err(|e| SpoolError::Io {
@@ -291,8 +362,7 @@ impl Incoming {
             source: std::io::Error::other(e),
         })?;
         result?;
-        // The file now lives in queue/: nothing for Drop to clean up.
-        self.path = PathBuf::new();
+        self.done = true;
         Ok(Committed {
             id: self.id.clone(),
         })
@@ -301,7 +371,8 @@ impl Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
+        if !self.done {
+            // Nothing there for a small message that never reached `commit`.
             let _ = std::fs::remove_file(&self.path);
         }
     }

@@ -146,3 +146,57 @@ async fn a_second_relay_cannot_open_a_locked_spool_and_commands_do_not_clean_it(
     drop(spool);
     assert!(!Spool::is_in_use(d.path()));
 }
+
+#[tokio::test]
+async fn large_messages_spill_to_disk_and_commit_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    // Odd-sized pieces across several spills, then a small tail kept in memory.
+    let data: Vec<u8> = (0..(3 * SPILL + 12_345)).map(|i| (i % 251) as u8).collect();
+    let mut inc = spool.incoming().await.unwrap();
+    for piece in data.chunks(65_521) {
+        inc.write(piece).await.unwrap();
+    }
+    assert!(
+        spool.msg_path(inc.id()).exists(),
+        "spilled to its data file"
+    );
+    let c = inc.commit(env()).await.unwrap();
+    assert_eq!(std::fs::read(spool.msg_path(c.id())).unwrap(), data);
+    assert_eq!(spool.load(c.id()).unwrap().size, data.len() as u64);
+
+    // An abandoned large reception leaves no data file behind.
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(&data).await.unwrap();
+    let path = spool.msg_path(inc.id());
+    assert!(path.exists());
+    drop(inc);
+    assert!(!path.exists());
+}
+
+#[test]
+fn dir_sync_groups_concurrent_callers_and_never_skips_one() {
+    let d = tempfile::tempdir().unwrap();
+    let sync = std::sync::Arc::new(DirSync::default());
+    let threads: Vec<_> = (0..16)
+        .map(|_| {
+            let (sync, dir) = (sync.clone(), d.path().to_path_buf());
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    sync.sync(&dir).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every ticket is covered by a completed sync.
+    let requested = sync.requested.load(Ordering::SeqCst);
+    assert_eq!(requested, 800);
+    assert_eq!(sync.completed.load(Ordering::SeqCst), requested);
+    // A missing directory is an error for the caller, and is not counted as synced.
+    let gone = d.path().join("gone");
+    assert!(sync.sync(&gone).is_err());
+    assert_eq!(sync.completed.load(Ordering::SeqCst), requested);
+}
