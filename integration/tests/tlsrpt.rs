@@ -83,6 +83,8 @@ fn daily_reports_reach_the_rua_with_the_right_counts() -> Result<()> {
     let web_cert = w.ca.issue(&certs, "tlsrpt-web", &[TLSRPT_WEB])?;
     let mut sink = PostSink::start(&w.dir.sub("tlsrpt-web")?, w.addrs.rua_web, &web_cert)?;
 
+    // The relay writes its TLS-RPT counts out every second.
+    std::thread::sleep(Duration::from_millis(1500));
     let conf = hg.config_path().display().to_string();
     let send = || -> Result<(std::process::Output, String)> {
         let out = hg.run_cli(&["tlsrpt", "send", "--day", "today", "--config", &conf])?;

@@ -314,6 +314,18 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         });
     }
 
+    // TLS-RPT counts are kept in memory and written out every second.
+    {
+        let evidence = evidence.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let e = evidence.clone();
+                let _ = tokio::task::spawn_blocking(move || e.flush_tlsrpt()).await;
+            }
+        });
+    }
+
     // TLS-RPT: once a day, shortly after midnight UTC, the previous day's reports.
     {
         let cfg = config.clone();
@@ -394,6 +406,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
             error!(error = %e, "audit log shutdown failed");
         }
     }
+    evidence.flush_tlsrpt();
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }

@@ -59,6 +59,13 @@ impl Evidence {
         }
     }
 
+    /// Writes the TLS-RPT counts gathered since the last call (blocking file I/O).
+    pub fn flush_tlsrpt(&self) {
+        if let Some(t) = &self.tlsrpt {
+            t.flush();
+        }
+    }
+
     /// False when `audit.strict` is set and the audit sink cannot take records: mail waits.
     pub fn may_relay(&self) -> bool {
         !self.strict || self.audit.as_ref().is_none_or(AuditHandle::healthy)

@@ -2,8 +2,9 @@
 //! daily report (JSON, gzip) for the domains that publish `_smtp._tls`: mailed to each `mailto:`
 //! rua (through our own queue), POSTed to each `https:` rua ([`super::tlsrpt_https`]).
 //!
-//! Aggregates live in `spool_dir/tlsrpt/DAY/DOMAIN.json`, rewritten on each update (no fsync:
-//! a lost update after a crash costs a count, never mail). Sessions that never reached TLS
+//! Aggregates are counted in memory and written to `spool_dir/tlsrpt/DAY/DOMAIN.json` by
+//! `flush` (the relay calls it every second and at shutdown; no fsync: a crash costs at most
+//! the last second's counts, never mail). Sessions that never reached TLS
 //! negotiation (connection refused, DNS failures without a policy) are not TLS-RPT sessions.
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,14 +50,21 @@ fn policy_type(p: Option<PolicySource>) -> &'static str {
 
 pub struct TlsRptStore {
     dir: PathBuf,
-    cache: Mutex<HashMap<(String, String), DomainDay>>,
+    /// (day, domain) → counts; `dirty` says which are newer than their file.
+    cache: Mutex<Aggregates>,
+}
+
+#[derive(Default)]
+struct Aggregates {
+    days: HashMap<(String, String), DomainDay>,
+    dirty: std::collections::HashSet<(String, String)>,
 }
 
 impl TlsRptStore {
     pub fn new(dir: PathBuf) -> Self {
         Self {
             dir,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Aggregates::default()),
         }
     }
 
@@ -119,7 +127,10 @@ impl TlsRptStore {
         let day = h.time.format("%Y-%m-%d").to_string();
         let key = (day.clone(), domain.to_string());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let cache = &mut *cache;
+        cache.dirty.insert(key.clone());
         let entry = cache
+            .days
             .entry(key)
             .or_insert_with(|| Self::load(&self.dir, &day, domain).unwrap_or_default());
         let counts = entry
@@ -152,15 +163,39 @@ impl TlsRptStore {
                 f.count += 1;
             }
         }
-        if let Some(path) = Self::path(&self.dir, &day, domain) {
+    }
+
+    /// Writes the aggregates counted since the last flush, and forgets the days that are over
+    /// and written (the report for a day is read from its files). Blocking file I/O.
+    pub fn flush(&self) {
+        // Yesterday stays in memory too: hops timed just before midnight may still arrive.
+        let keep_from = (chrono::Utc::now() - chrono::Duration::days(1))
+            .format("%Y-%m-%d")
+            .to_string();
+        let pending: Vec<((String, String), Vec<u8>)> = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let cache = &mut *cache;
+            let dirty = std::mem::take(&mut cache.dirty);
+            let pending = dirty
+                .into_iter()
+                .filter_map(|k| {
+                    let json = serde_json::to_vec(cache.days.get(&k)?).ok()?;
+                    Some((k, json))
+                })
+                .collect();
+            cache.days.retain(|(day, _), _| *day >= keep_from);
+            pending
+        };
+        for ((day, domain), json) in pending {
+            let Some(path) = Self::path(&self.dir, &day, &domain) else {
+                continue;
+            };
             if let Some(parent) = path.parent() {
                 let _ = std::fs::create_dir_all(parent);
             }
             let tmp = path.with_extension("tmp");
-            if let Ok(json) = serde_json::to_vec(entry) {
-                if std::fs::write(&tmp, json).is_ok() {
-                    let _ = std::fs::rename(&tmp, &path);
-                }
+            if std::fs::write(&tmp, json).is_ok() {
+                let _ = std::fs::rename(&tmp, &path);
             }
         }
     }
@@ -414,6 +449,7 @@ mod tests {
         store.record(&hop(Some(PolicySource::Operator), vec![charter_fail]));
         // DANE enforced: reported against tlsa even if an MTA-STS policy was observed.
         store.record(&hop(Some(PolicySource::Dane), vec![sts_fail]));
+        store.flush();
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         let data = TlsRptStore::load(dir.path(), &day, "a.test").unwrap();
         let sts = &data.policies["sts"];

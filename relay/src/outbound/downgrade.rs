@@ -4,6 +4,12 @@
 //! (default for charter peers) the weaker hop is refused — the message waits — until the memory
 //! expires (`outbound.downgrade_memory`, default 30 days after the last strong hop) or an
 //! operator runs `hopguard policy forget DOMAIN`.
+//!
+//! One small file per destination under `spool_dir/downgrade/`, read when a route is planned and
+//! rewritten only when the strength changes or the last refresh is older than `REFRESH` (an
+//! hour, or a tenth of a shorter memory): the memory expires between `downgrade_memory −
+//! REFRESH` and `downgrade_memory` after the last strong hop, and a busy destination costs one
+//! file write an hour, not one per message.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +46,14 @@ pub fn name(strength: u8) -> &'static str {
     }
 }
 
+/// How often the memory of a destination reached at the same strength is refreshed, seconds.
+pub const REFRESH: i64 = 3600;
+
+/// `REFRESH`, or a tenth of a shorter memory.
+fn refresh(ttl: Duration) -> i64 {
+    REFRESH.min(ttl.as_secs() as i64 / 10)
+}
+
 #[derive(Serialize, Deserialize)]
 struct Entry {
     strength: u8,
@@ -62,9 +76,13 @@ impl DowngradeMemory {
 
     /// The remembered strength, if not expired.
     pub fn get(&self, domain: &str, now: i64, ttl: Duration) -> Option<u8> {
+        self.entry(domain, now, ttl).map(|e| e.strength)
+    }
+
+    fn entry(&self, domain: &str, now: i64, ttl: Duration) -> Option<Entry> {
         let text = std::fs::read_to_string(self.path(domain)?).ok()?;
         let e: Entry = serde_json::from_str(&text).ok()?;
-        (now.saturating_sub(e.seen) < ttl.as_secs() as i64).then_some(e.strength)
+        (now.saturating_sub(e.seen) < ttl.as_secs() as i64).then_some(e)
     }
 
     /// Records a successful hop: raises the memory, or refreshes it at the same strength.
@@ -72,8 +90,12 @@ impl DowngradeMemory {
         if strength < 2 {
             return; // only authenticated hops are worth protecting
         }
-        if self.get(domain, now, ttl).is_some_and(|s| s > strength) {
-            return;
+        match self.entry(domain, now, ttl) {
+            Some(e) if e.strength > strength => return,
+            Some(e) if e.strength == strength && now.saturating_sub(e.seen) < refresh(ttl) => {
+                return
+            }
+            _ => {}
         }
         let Some(path) = self.path(domain) else {
             return;
@@ -131,6 +153,26 @@ mod tests {
         assert!(m.forget("a.test"));
         assert_eq!(m.get("a.test", 141, ttl), None);
         assert!(!m.forget("../etc"), "names are checked");
+    }
+
+    #[test]
+    fn same_strength_refreshes_at_most_every_tenth_of_the_memory() {
+        let d = tempfile::tempdir().unwrap();
+        let m = DowngradeMemory::new(d.path().to_path_buf());
+        let ttl = Duration::from_secs(100);
+        m.remember("a.test", 2, 0, ttl);
+        m.remember("a.test", 2, 9, ttl); // within the refresh period: not written
+        assert_eq!(m.get("a.test", 99, ttl), Some(2));
+        assert_eq!(
+            m.get("a.test", 100, ttl),
+            None,
+            "expired from the first hop"
+        );
+        m.remember("a.test", 2, 10, ttl); // a refresh
+        assert_eq!(m.get("a.test", 109, ttl), Some(2));
+        m.remember("a.test", 3, 11, ttl); // a stronger hop is written at once
+        assert_eq!(m.get("a.test", 12, ttl), Some(3));
+        assert_eq!(refresh(Duration::from_secs(30 * 86_400)), REFRESH);
     }
 
     #[test]
