@@ -296,13 +296,14 @@ impl Inner {
         now: DateTime<Utc>,
     ) {
         let need_cc = found.iter().any(|m| m.product == Product::IriCc);
-        let content = file.and_then(|mut f| {
+        // The message is the first `env.size` bytes of the spool file (the envelope follows).
+        let content = file.and_then(|f| {
             let mut bytes = Vec::new();
             if need_cc {
-                f.read_to_end(&mut bytes)?;
+                f.take(env.size).read_to_end(&mut bytes)?;
                 Ok((bytes.len() as u64, bytes))
             } else {
-                Ok((f.metadata()?.len(), bytes))
+                Ok((f.metadata()?.len().min(env.size), bytes))
             }
         });
         let (size, bytes) = match content {

@@ -158,7 +158,8 @@ fn base_config(dir: &Path, handover: Handover) -> InterceptConfig {
 }
 
 /// A spooled message as the relay would hold it: CRLF, 8-bit bytes, a line that looks like
-/// our own framing.
+/// our own framing, then an embedded envelope (which a copy must never include). Returns the
+/// path and the message bytes (the envelope's `size` must be their length).
 fn spooled_message(dir: &Path, id: &str) -> (PathBuf, Vec<u8>) {
     let queue = dir.join("mail-spool").join("queue");
     std::fs::create_dir_all(&queue).expect("queue");
@@ -166,7 +167,9 @@ fn spooled_message(dir: &Path, id: &str) -> (PathBuf, Vec<u8>) {
         b"Received: from mx.peer.example\r\nSubject: hi\r\n\r\nCC 3\nACK x\r\n.\r\n".to_vec();
     bytes.extend_from_slice(&[0xff, 0x00, 0xe9, b'\r', b'\n']);
     let path = queue.join(format!("{id}.msg"));
-    std::fs::write(&path, &bytes).expect("msg");
+    let mut file = bytes.clone();
+    file.extend_from_slice(&crate::spool::embedded(b"{\"spool\":\"envelope\"}"));
+    std::fs::write(&path, &file).expect("msg");
     (path, bytes)
 }
 
@@ -908,7 +911,9 @@ async fn directory_handover_and_expiry_are_audited() {
     let li = Intercept::start(cfg).await.expect("start");
     let id = "0000000000003AAAA";
     let (path, bytes) = spooled_message(p, id);
-    li.on_accepted(&envelope(id, "dir@target.example", &["x@y.example"]), &path);
+    let mut env = envelope(id, "dir@target.example", &["x@y.example"]);
+    env.size = bytes.len() as u64;
+    li.on_accepted(&env, &path);
     wait_until(&li, "handed over", |h| h["copies_handed_over"] == 1).await;
 
     let framed = std::fs::read(out.join(format!("{id}-0.li"))).expect("handover file");

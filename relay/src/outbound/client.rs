@@ -526,7 +526,7 @@ impl Session {
             self.rset().await?;
             return Ok(TxnOutcome::All(r));
         }
-        self.stream_message(message).await?;
+        self.stream_message(message, env.size).await?;
         let done = read_reply(
             &mut self.stream,
             &mut self.rbuf,
@@ -542,8 +542,10 @@ impl Session {
         ))
     }
 
-    async fn stream_message(&mut self, path: &Path) -> Result<(), ClientError> {
-        let mut file = tokio::fs::File::open(path).await?;
+    /// Sends the first `size` bytes of the spooled file (the message; the envelope embedded
+    /// after it is not part of it), dot-stuffed.
+    async fn stream_message(&mut self, path: &Path, size: u64) -> Result<(), ClientError> {
+        let mut file = tokio::fs::File::open(path).await?.take(size);
         let mut stuffer = Stuffer::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);

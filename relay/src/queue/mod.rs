@@ -24,8 +24,10 @@ use crate::spool::{Committed, Envelope, RcptStatus, Recipient, Spool, ENVELOPE_V
 enum Event {
     /// Schedule `id` at unix time `at` (a new message, a retry, a rescan finding).
     Schedule(String, i64),
-    /// An attempt on `id` finished; it is no longer in flight.
-    Done(String),
+    /// An attempt on `id` finished; it is no longer in flight, and waits until `at` (None:
+    /// finished or gone). One event, so no due entry can meet the message still in flight
+    /// (which would drop it until the next scan).
+    Done(String, Option<i64>),
     /// Re-read the spool now.
     Rescan,
 }
@@ -125,10 +127,7 @@ impl Queue {
                 let tx2 = tx.clone();
                 tokio::spawn(async move {
                     let next = q.attempt(&id).await;
-                    if let Some(at) = next {
-                        let _ = tx2.send(Event::Schedule(id.clone(), at));
-                    }
-                    let _ = tx2.send(Event::Done(id));
+                    let _ = tx2.send(Event::Done(id, next));
                 });
             }
             let wait = heap
@@ -142,20 +141,24 @@ impl Queue {
                 Ok(None) => return,
                 Err(_) => continue,
             };
-            match ev {
-                Event::Schedule(id, at) => {
-                    // An earlier time wins (a retry request).
-                    let at = at.max(0);
-                    match scheduled.get(&id) {
-                        Some(&cur) if cur <= at => {}
-                        _ => {
-                            scheduled.insert(id.clone(), at);
-                            heap.push(Reverse((at, id)));
-                        }
+            // An earlier time wins (a retry request).
+            let mut schedule = |id: String, at: i64| {
+                let at = at.max(0);
+                match scheduled.get(&id) {
+                    Some(&cur) if cur <= at => {}
+                    _ => {
+                        scheduled.insert(id.clone(), at);
+                        heap.push(Reverse((at, id)));
                     }
                 }
-                Event::Done(id) => {
+            };
+            match ev {
+                Event::Schedule(id, at) => schedule(id, at),
+                Event::Done(id, next) => {
                     in_flight.remove(&id);
+                    if let Some(at) = next {
+                        schedule(id, at);
+                    }
                 }
                 Event::Rescan => {
                     self.rescan(&tx);
@@ -355,9 +358,11 @@ impl Queue {
         if failed.is_empty() || quiet {
             return Ok(());
         }
-        let original = tokio::fs::read(self.spool.msg_path(&env.id))
+        let mut original = tokio::fs::read(self.spool.msg_path(&env.id))
             .await
             .unwrap_or_default();
+        // The message only: the spool file goes on with the embedded envelope.
+        original.truncate(usize::try_from(env.size).unwrap_or(usize::MAX));
         let body = dsn::render(hostname, env, &failed, &original, chrono::Utc::now());
         let reported: Vec<String> = failed.iter().map(|r| r.address.clone()).collect();
         let domain = env

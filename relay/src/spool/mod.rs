@@ -1,23 +1,31 @@
 //! The spool: messages and envelopes on local disk, durable before the `250`.
 //!
-//! Layout under `spool_dir`: `queue/ID.msg` (message bytes as received, with our Received
-//! header prepended), `queue/ID.env` (JSON envelope) and `tmp/` (envelopes being written). A
-//! message exists once its `.env` is in `queue/`: `commit` writes and fdatasyncs the data file
-//! (written in place in `queue/`: a data file without its envelope is an interrupted reception,
-//! removed at the next start), writes and fdatasyncs the envelope in `tmp/`, renames it into
-//! `queue/` (the commit point) and fsyncs the directory. Only then does it return the
-//! `Committed` receipt the inbound session needs to reply `250`.
+//! Layout under `spool_dir`: `tmp/` (messages being received, envelopes being rewritten) and
+//! `queue/`. A message is one file, `queue/ID.msg`: the message bytes as received (our Received
+//! header prepended; `Envelope::size` bytes), then its envelope as it was accepted (JSON), then
+//! a fixed trailer `\nHGENV1 LLLLLLLLLL\n` giving the JSON's length. `commit` appends envelope
+//! and trailer to the data file in `tmp/`, fdatasyncs it, renames it into `queue/` (the commit
+//! point) and fsyncs the directory; only then does it return the `Committed` receipt the
+//! inbound session needs to reply `250`. One file, one fdatasync, one rename per message.
+//!
+//! The envelope changes as delivery goes on (recipient status, attempts): `update` writes the
+//! new one to `queue/ID.env` (tmp file, fdatasync, rename), which then supersedes the embedded
+//! one. A message delivered at its first attempt never gets an `.env`. `remove` unlinks the
+//! `.msg` (the message is gone), then the `.env`.
 //!
 //! Small messages (up to `SPILL` bytes) are held in memory until `commit`, which does all of
-//! its file work in one blocking task; larger ones are written out as they arrive. Directory
-//! fsyncs are group-committed (`DirSync`): one fsync covers every rename, link and unlink that
-//! finished before it started, so concurrent commits and removals share it.
+//! its file work in one blocking task; larger ones are written to `tmp/` as they arrive.
+//! Directory fsyncs are group-committed (`DirSync`): one fsync covers every rename and unlink
+//! that finished before it started, so concurrent commits, updates and removals share it.
+//!
+//! Spools written by earlier versions (a bare `.msg` beside its `.env`) are read the same way:
+//! the `.env` wins and readers take the first `size` bytes of the `.msg`.
 
 mod envelope;
 
 pub use envelope::*;
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,6 +78,55 @@ pub struct Spool {
 /// Messages up to this size are buffered in memory until `commit`.
 const SPILL: usize = 256 * 1024;
 
+/// The trailer after the embedded envelope: tag, 10 decimal digits (the JSON's length), `\n`.
+const TRAILER_TAG: &[u8] = b"\nHGENV1 ";
+const TRAILER_LEN: usize = TRAILER_TAG.len() + 10 + 1;
+
+/// The envelope as embedded at the end of a message file.
+pub(crate) fn embedded(json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + TRAILER_LEN);
+    out.extend_from_slice(json);
+    out.extend_from_slice(TRAILER_TAG);
+    out.extend_from_slice(format!("{:010}\n", json.len()).as_bytes());
+    out
+}
+
+/// Reads the envelope embedded in a message file, checking that the trailer, the JSON and the
+/// message size account for the whole file.
+fn read_embedded(path: &Path) -> Result<Envelope, SpoolError> {
+    let corrupt = |reason: &str| SpoolError::Corrupt {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    };
+    let mut f = std::fs::File::open(path).map_err(io(path))?;
+    let len = f.metadata().map_err(io(path))?.len();
+    if len < TRAILER_LEN as u64 {
+        return Err(corrupt("no embedded envelope (file too short)"));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))
+        .and_then(|_| f.read_exact(&mut trailer))
+        .map_err(io(path))?;
+    let digits = trailer
+        .strip_prefix(TRAILER_TAG)
+        .and_then(|rest| rest.strip_suffix(b"\n"))
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse::<u64>().ok())
+        .ok_or_else(|| corrupt("no embedded envelope (no trailer)"))?;
+    let start = len
+        .checked_sub(TRAILER_LEN as u64 + digits)
+        .ok_or_else(|| corrupt("embedded envelope longer than the file"))?;
+    let mut json = vec![0u8; digits as usize];
+    f.seek(SeekFrom::Start(start))
+        .and_then(|_| f.read_exact(&mut json))
+        .map_err(io(path))?;
+    let env = parse_envelope(&json, path)?;
+    if env.size != start {
+        return Err(corrupt("message size and embedded envelope disagree"));
+    }
+    Ok(env)
+}
+
 /// Group commit for fsyncs of one directory. A caller takes a ticket after its directory
 /// change (rename, create, unlink) is done, then waits for a sync that started after that
 /// ticket: either it runs one itself, covering every ticket taken so far, or it finds that a
@@ -112,10 +169,9 @@ pub fn is_queue_id(s: &str) -> bool {
 
 impl Spool {
     /// Opens the spool for the running relay: creates it if needed, takes its exclusive lock
-    /// (a second relay on the same spool is refused), removes leftovers of interrupted
-    /// receptions: envelopes in `tmp/` and data files whose envelope was never committed. Only
-    /// this start-up path ever deletes uncommitted files: while the relay runs, a data file
-    /// waits for its envelope until the commit.
+    /// (a second relay on the same spool is refused), removes leftovers of interrupted work:
+    /// everything in `tmp/`, envelopes whose message was removed, and data files of an earlier
+    /// version's interrupted commit. Only this start-up path deletes such files.
     pub fn open(root: &Path) -> Result<Self, SpoolError> {
         let mut spool = Self::attach(root)?;
         let lock_path = root.join("lock");
@@ -140,10 +196,19 @@ impl Spool {
         let dir = spool.queue_dir();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("msg")
-                && !path.with_extension("env").exists()
-            {
-                let _ = std::fs::remove_file(&path);
+            match path.extension().and_then(|e| e.to_str()) {
+                // An envelope whose message is gone: a removal interrupted between its unlinks.
+                Some("env") if !path.with_extension("msg").exists() => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                // A data file with neither an envelope nor an embedded one: a commit of an
+                // earlier version interrupted between its two renames (never acknowledged).
+                Some("msg")
+                    if !path.with_extension("env").exists() && read_embedded(&path).is_err() =>
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
             }
         }
         Ok(spool)
@@ -174,9 +239,9 @@ impl Spool {
         matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
     }
 
-    /// Whether the envelope of `id` is still in the queue.
+    /// Whether `id` is still in the queue.
     pub fn exists(&self, id: &str) -> bool {
-        is_queue_id(id) && self.env_path(id).exists()
+        is_queue_id(id) && self.msg_path(id).exists()
     }
 
     /// The spool's root directory.
@@ -196,11 +261,11 @@ impl Spool {
         self.queue_dir().join(format!("{id}.env"))
     }
 
-    /// Starts receiving a message (its data file `queue/ID.msg` is created once it outgrows
-    /// the memory buffer, or at `commit`).
+    /// Starts receiving a message (its data file `tmp/ID.msg` is created once it outgrows the
+    /// memory buffer, or at `commit`).
     pub async fn incoming(&self) -> Result<Incoming, SpoolError> {
         let id = new_queue_id();
-        let path = self.msg_path(&id);
+        let path = self.root.join("tmp").join(format!("{id}.msg"));
         Ok(Incoming {
             spool: self.clone(),
             id,
@@ -219,11 +284,17 @@ impl Spool {
         let mut bad = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("env") {
-                match read_envelope(&path) {
-                    Ok(e) => envs.push(e),
-                    Err(e) => bad.push(e),
-                }
+            if path.extension().and_then(|e| e.to_str()) != Some("msg") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            match self.load(id) {
+                Ok(e) => envs.push(e),
+                // Removed while we looked.
+                Err(SpoolError::NotFound(_)) => {}
+                Err(e) => bad.push(e),
             }
         }
         envs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -234,11 +305,16 @@ impl Spool {
         if !is_queue_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
-        let p = self.env_path(id);
-        if !p.exists() {
-            return Err(SpoolError::NotFound(id.to_string()));
+        let not_found = |e: &SpoolError| matches!(e, SpoolError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
+        // A rewritten envelope wins over the one embedded at acceptance.
+        match read_envelope(&self.env_path(id)) {
+            Err(e) if not_found(&e) => {}
+            other => return other,
         }
-        read_envelope(&p)
+        match read_embedded(&self.msg_path(id)) {
+            Err(e) if not_found(&e) => Err(SpoolError::NotFound(id.to_string())),
+            other => other,
+        }
     }
 
     /// Atomically replaces the envelope (tmp file, fsync, rename, fsync directory).
@@ -250,18 +326,21 @@ impl Spool {
         self.dir_sync.sync(&self.queue_dir())
     }
 
-    /// Removes a message: envelope first, so a crash in between leaves only an orphan data
-    /// file that start-up recovery (`open`) deletes.
+    /// Removes a message: its data file first (the message is gone), then a rewritten
+    /// envelope if any; a crash in between leaves an orphan `.env` that `open` deletes.
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
-        let env = self.env_path(id);
-        match std::fs::remove_file(&env) {
+        if !is_queue_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let msg = self.msg_path(id);
+        match std::fs::remove_file(&msg) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SpoolError::NotFound(id.to_string()))
             }
-            Err(e) => return Err(io(&env)(e)),
+            Err(e) => return Err(io(&msg)(e)),
         }
-        let _ = std::fs::remove_file(self.msg_path(id));
+        let _ = std::fs::remove_file(self.env_path(id));
         self.dir_sync.sync(&self.queue_dir())
     }
 
@@ -279,7 +358,7 @@ impl Spool {
 pub struct Incoming {
     spool: Spool,
     id: String,
-    /// `queue/ID.msg`.
+    /// `tmp/ID.msg`.
     path: PathBuf,
     /// Bytes not yet in the data file.
     buf: Vec<u8>,
@@ -318,9 +397,9 @@ impl Incoming {
         Ok(())
     }
 
-    /// Makes the message durable and visible to the queue. Returns only after the data file,
-    /// the envelope and the queue directory entry are fsynced (RFC 5321 §6.1: no mail lost
-    /// once `250` is sent).
+    /// Makes the message durable and visible to the queue. Returns only after the message
+    /// file (data and embedded envelope) is fdatasynced, renamed into `queue/` and the
+    /// directory fsynced (RFC 5321 §6.1: no mail lost once `250` is sent).
     pub async fn commit(mut self, mut env: Envelope) -> Result<Committed, SpoolError> {
         env.id = self.id.clone();
         env.size = self.written;
@@ -334,24 +413,22 @@ impl Incoming {
         };
         let spool = self.spool.clone();
         let id = self.id.clone();
-        let msg = self.path.clone();
-        let rest = std::mem::take(&mut self.buf);
-        let json = serde_json::to_vec_pretty(&env).unwrap_or_default();
+        let tmp = self.path.clone();
+        let mut rest = std::mem::take(&mut self.buf);
+        rest.extend_from_slice(&embedded(&serde_json::to_vec(&env).unwrap_or_default()));
         let result = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
             let mut f = match file {
                 Some(f) => f,
-                None => std::fs::File::create(&msg).map_err(io(&msg))?,
+                None => std::fs::File::create(&tmp).map_err(io(&tmp))?,
             };
-            f.write_all(&rest).map_err(io(&msg))?;
-            f.sync_data().map_err(io(&msg))?;
+            f.write_all(&rest).map_err(io(&tmp))?;
+            f.sync_data().map_err(io(&tmp))?;
             drop(f);
-            let tmp_env = spool.root.join("tmp").join(format!("{id}.env"));
-            write_synced(&tmp_env, &json)?;
-            let dst_env = spool.env_path(&id);
-            std::fs::rename(&tmp_env, &dst_env).map_err(io(&dst_env))?;
+            let dst = spool.msg_path(&id);
+            std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
             if let Err(e) = spool.dir_sync.sync(&spool.queue_dir()) {
                 // Not durable: the client gets a 4xx, so the message must not stay queued.
-                let _ = std::fs::remove_file(&dst_env);
+                let _ = std::fs::remove_file(&dst);
                 return Err(e);
             }
             Ok(())
@@ -380,7 +457,11 @@ impl Drop for Incoming {
 
 fn read_envelope(path: &Path) -> Result<Envelope, SpoolError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| SpoolError::Corrupt {
+    parse_envelope(&bytes, path)
+}
+
+fn parse_envelope(bytes: &[u8], path: &Path) -> Result<Envelope, SpoolError> {
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| SpoolError::Corrupt {
         path: path.to_owned(),
         reason: e.to_string(),
     })?;

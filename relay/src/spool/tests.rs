@@ -1,5 +1,14 @@
 use super::*;
 
+/// The message part of a spooled file (what delivery sends).
+fn message(spool: &Spool, id: &str) -> Vec<u8> {
+    let size = spool.load(id).unwrap().size as usize;
+    let mut bytes = std::fs::read(spool.msg_path(id)).unwrap();
+    assert!(bytes.len() > size, "the envelope follows the message");
+    bytes.truncate(size);
+    bytes
+}
+
 fn env() -> Envelope {
     Envelope {
         version: ENVELOPE_VERSION,
@@ -44,9 +53,10 @@ async fn commit_makes_message_and_envelope_visible() {
     let c = inc.commit(env()).await.unwrap();
     let e = spool.load(c.id()).unwrap();
     assert_eq!(e.size, 20);
-    assert_eq!(
-        std::fs::read(spool.msg_path(c.id())).unwrap(),
-        b"Subject: a\r\n\r\nbody\r\n"
+    assert_eq!(message(&spool, c.id()), b"Subject: a\r\n\r\nbody\r\n");
+    assert!(
+        !d.path().join(format!("queue/{}.env", c.id())).exists(),
+        "one file per message until the envelope changes"
     );
     assert!(
         std::fs::read_dir(d.path().join("tmp"))
@@ -120,10 +130,23 @@ fn queue_ids_are_unique_and_validated() {
 async fn corrupt_envelope_is_reported_not_fatal() {
     let d = tempfile::tempdir().unwrap();
     let spool = Spool::open(d.path()).unwrap();
-    std::fs::write(d.path().join("queue/ABCDEF0123456.env"), b"{not json").unwrap();
+    let c = spool.inject(env(), b"x").await.unwrap();
+    // A rewritten envelope that is not JSON.
+    std::fs::write(d.path().join(format!("queue/{}.env", c.id())), b"{not json").unwrap();
+    // A message file whose embedded envelope is cut short.
+    let cut = spool.inject(env(), b"y").await.unwrap();
+    let path = spool.msg_path(cut.id());
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&path, &bytes).unwrap();
+    // A trailer that claims more than the file holds.
+    let long = spool.inject(env(), b"z").await.unwrap();
+    let mut f = b"z".to_vec();
+    f.extend_from_slice(b"\nHGENV1 9999999999\n");
+    std::fs::write(spool.msg_path(long.id()), f).unwrap();
     let (envs, bad) = spool.scan().unwrap();
-    assert!(envs.is_empty());
-    assert_eq!(bad.len(), 1);
+    assert!(envs.is_empty(), "{envs:?}");
+    assert_eq!(bad.len(), 3, "{bad:?}");
 }
 
 #[tokio::test]
@@ -138,10 +161,11 @@ async fn a_second_relay_cannot_open_a_locked_spool_and_commands_do_not_clean_it(
     let attached = Spool::attach(d.path()).unwrap();
     attached.scan().unwrap();
     let c = inc.commit(env()).await.unwrap();
-    assert_eq!(std::fs::read(spool.msg_path(c.id())).unwrap(), b"in flight");
-    // A data file between the two renames of a commit is not deleted by a scan.
-    std::fs::write(d.path().join("queue/00000000000000001.msg"), b"mid-commit").unwrap();
-    spool.scan().unwrap();
+    assert_eq!(message(&spool, c.id()), b"in flight");
+    // Files a scan cannot read are reported, never deleted by it.
+    std::fs::write(d.path().join("queue/00000000000000001.msg"), b"no envelope").unwrap();
+    let (_, bad) = spool.scan().unwrap();
+    assert_eq!(bad.len(), 1);
     assert!(d.path().join("queue/00000000000000001.msg").exists());
     drop(spool);
     assert!(!Spool::is_in_use(d.path()));
@@ -157,18 +181,15 @@ async fn large_messages_spill_to_disk_and_commit_whole() {
     for piece in data.chunks(65_521) {
         inc.write(piece).await.unwrap();
     }
-    assert!(
-        spool.msg_path(inc.id()).exists(),
-        "spilled to its data file"
-    );
+    let tmp = d.path().join("tmp").join(format!("{}.msg", inc.id()));
+    assert!(tmp.exists(), "spilled to its data file in tmp/");
     let c = inc.commit(env()).await.unwrap();
-    assert_eq!(std::fs::read(spool.msg_path(c.id())).unwrap(), data);
-    assert_eq!(spool.load(c.id()).unwrap().size, data.len() as u64);
+    assert_eq!(message(&spool, c.id()), data);
 
     // An abandoned large reception leaves no data file behind.
     let mut inc = spool.incoming().await.unwrap();
     inc.write(&data).await.unwrap();
-    let path = spool.msg_path(inc.id());
+    let path = d.path().join("tmp").join(format!("{}.msg", inc.id()));
     assert!(path.exists());
     drop(inc);
     assert!(!path.exists());
@@ -199,4 +220,44 @@ fn dir_sync_groups_concurrent_callers_and_never_skips_one() {
     let gone = d.path().join("gone");
     assert!(sync.sync(&gone).is_err());
     assert_eq!(sync.completed.load(Ordering::SeqCst), requested);
+}
+
+#[tokio::test]
+async fn a_rewritten_envelope_wins_and_orphans_are_cleaned_at_start() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let c = spool.inject(env(), b"hello").await.unwrap();
+    let mut e = spool.load(c.id()).unwrap();
+    e.attempts = 3;
+    spool.update(&e).unwrap();
+    assert_eq!(spool.load(c.id()).unwrap().attempts, 3, ".env supersedes");
+    assert_eq!(message(&spool, c.id()), b"hello");
+    // A removal interrupted after the data file went: the .env alone is not a message.
+    let gone = spool.inject(env(), b"bye").await.unwrap();
+    spool.update(&spool.load(gone.id()).unwrap()).unwrap();
+    std::fs::remove_file(spool.msg_path(gone.id())).unwrap();
+    assert!(!spool.exists(gone.id()));
+    let (envs, bad) = spool.scan().unwrap();
+    assert_eq!((envs.len(), bad.len()), (1, 0));
+    // An earlier version's message (bare data file + .env) is still read.
+    let old = "0000000000000ABCD";
+    std::fs::write(d.path().join(format!("queue/{old}.msg")), b"old body").unwrap();
+    let mut oe = env();
+    oe.id = old.into();
+    oe.size = 8;
+    std::fs::write(
+        d.path().join(format!("queue/{old}.env")),
+        serde_json::to_vec(&oe).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spool.load(old).unwrap().size, 8);
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert!(!d.path().join(format!("queue/{}.env", gone.id())).exists());
+    let (envs, _) = spool.scan().unwrap();
+    let ids: Vec<&str> = envs.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [old, c.id()]);
+    spool.remove(c.id()).unwrap();
+    assert!(!d.path().join(format!("queue/{}.env", c.id())).exists());
+    assert!(matches!(spool.remove(c.id()), Err(SpoolError::NotFound(_))));
 }
