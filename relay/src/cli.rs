@@ -276,7 +276,7 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let ctx = Arc::new(
         InboundContext::new(
             shared.clone(),
-            spool,
+            spool.clone(),
             queue.clone(),
             evidence.clone(),
             intercept.clone(),
@@ -407,6 +407,9 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         }
     }
     evidence.flush_tlsrpt();
+    if let Err(e) = spool.sync_pending() {
+        error!(error = %e, "cannot fsync the queue directory");
+    }
     let _ = std::fs::remove_file(&pid_file);
     Ok(())
 }

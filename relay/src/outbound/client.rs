@@ -20,6 +20,9 @@ use super::emit::Stuffer;
 use crate::config::Outbound as OutboundCfg;
 use crate::spool::{Body, Envelope, Recipient, Ret};
 
+/// Messages up to this size are read whole and sent in one write.
+const SMALL_MESSAGE: u64 = 256 * 1024;
+
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
@@ -483,7 +486,8 @@ impl Session {
             })
             .collect();
 
-        // RFC 2920: with PIPELINING, MAIL and all RCPTs go in one write.
+        // RFC 2920: with PIPELINING, MAIL, all RCPTs and DATA go in one write (DATA is the
+        // last command of the group).
         let (mail_reply, rcpt_replies) = if self.caps.pipelining {
             let mut batch = String::new();
             batch.push_str(&mail);
@@ -492,12 +496,34 @@ impl Session {
                 batch.push_str(l);
                 batch.push_str("\r\n");
             }
+            batch.push_str("DATA\r\n");
             self.stream.write_all(batch.as_bytes()).await?;
             self.stream.flush().await?;
             let m = read_reply(&mut self.stream, &mut self.rbuf, ct, "MAIL reply").await?;
             let mut rr = Vec::new();
             for _ in &rcpt_lines {
                 rr.push(read_reply(&mut self.stream, &mut self.rbuf, ct, "RCPT reply").await?);
+            }
+            let data = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
+            let accepted = m.is_ok() && rr.iter().any(SmtpReply::is_ok);
+            if data.code == 354 && !accepted {
+                // A server that took DATA with no valid recipient: end an empty message, and
+                // whatever it says, nothing was sent.
+                send_line(&mut self.stream, ".").await?;
+                let _ =
+                    read_reply(&mut self.stream, &mut self.rbuf, ct, "end-of-data reply").await?;
+            }
+            if !m.is_ok() {
+                self.rset().await?;
+                return Ok(TxnOutcome::All(m));
+            }
+            if !accepted {
+                self.rset().await?;
+                return Ok(TxnOutcome::PerRecipient(rr));
+            }
+            if data.code != 354 {
+                self.rset().await?;
+                return Ok(TxnOutcome::All(data));
             }
             (m, rr)
         } else {
@@ -520,11 +546,13 @@ impl Session {
             self.rset().await?;
             return Ok(TxnOutcome::PerRecipient(rcpt_replies));
         }
-        send_line(&mut self.stream, "DATA").await?;
-        let r = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
-        if r.code != 354 {
-            self.rset().await?;
-            return Ok(TxnOutcome::All(r));
+        if !self.caps.pipelining {
+            send_line(&mut self.stream, "DATA").await?;
+            let r = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
+            if r.code != 354 {
+                self.rset().await?;
+                return Ok(TxnOutcome::All(r));
+            }
         }
         self.stream_message(message, env.size).await?;
         let done = read_reply(
@@ -545,11 +573,31 @@ impl Session {
     /// Sends the first `size` bytes of the spooled file (the message; the envelope embedded
     /// after it is not part of it), dot-stuffed.
     async fn stream_message(&mut self, path: &Path, size: u64) -> Result<(), ClientError> {
+        let dt = self.timeouts.data_timeout.0;
+        if size <= SMALL_MESSAGE {
+            // Just written, so in the page cache: read in place rather than through a blocking
+            // thread, and send message and end-of-data mark in one write.
+            let mut bytes = Vec::with_capacity(size as usize);
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(path)?, size),
+                &mut bytes,
+            )?;
+            let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 5);
+            let mut stuffer = Stuffer::default();
+            stuffer.feed(&bytes, &mut out);
+            stuffer.finish(&mut out);
+            tokio::time::timeout(dt, async {
+                self.stream.write_all(&out).await?;
+                self.stream.flush().await
+            })
+            .await
+            .map_err(|_| ClientError::Timeout("data write"))??;
+            return Ok(());
+        }
         let mut file = tokio::fs::File::open(path).await?.take(size);
         let mut stuffer = Stuffer::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);
-        let dt = self.timeouts.data_timeout.0;
         loop {
             let n = file.read(&mut buf).await?;
             if n == 0 {
@@ -617,6 +665,185 @@ fn notify_param(flags: u64) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            version: crate::spool::ENVELOPE_VERSION,
+            id: String::new(),
+            node_id: "n".into(),
+            received_at: 1,
+            received_ms: 0,
+            client_ip: "127.0.0.1".into(),
+            helo: "c".into(),
+            peer: None,
+            tls: None,
+            mail_from: "a@b.test".into(),
+            body: Body::Unspecified,
+            smtputf8: false,
+            requiretls: false,
+            tls_required_no: false,
+            ret: None,
+            envid: None,
+            size: 0,
+            message_id_hash: None,
+            recipients: rcpts
+                .iter()
+                .map(|a| Recipient {
+                    address: (*a).into(),
+                    domain: "y.test".into(),
+                    orcpt: None,
+                    notify: 0,
+                    status: Default::default(),
+                    last_failure: None,
+                    notified: false,
+                })
+                .collect(),
+            attempts: 0,
+            next_attempt: 0,
+            is_bounce: false,
+        }
+    }
+
+    /// A scripted next hop with PIPELINING and no STARTTLS: answers each line in `script`
+    /// (`(expected line, reply)`; a reply is written once every line of its group is read).
+    /// Returns the lines it read.
+    async fn scripted(
+        replies: Vec<(&'static str, &'static str)>,
+    ) -> (SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 test\r\n").await.unwrap();
+            let mut seen = Vec::new();
+            let mut in_data = false;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return seen;
+                }
+                let line = line.trim_end().to_string();
+                seen.push(line.clone());
+                if in_data {
+                    if line == "." {
+                        in_data = false;
+                        w.write_all(replies_for(&replies, ".").as_bytes())
+                            .await
+                            .unwrap();
+                    }
+                    continue;
+                }
+                let reply = replies_for(&replies, &line);
+                if line == "DATA" && reply.starts_with("354") {
+                    in_data = true;
+                }
+                w.write_all(reply.as_bytes()).await.unwrap();
+                if line == "QUIT" {
+                    return seen;
+                }
+            }
+        });
+        (addr, task)
+    }
+
+    fn replies_for(replies: &[(&'static str, &'static str)], line: &str) -> String {
+        let up = line.to_ascii_uppercase();
+        replies
+            .iter()
+            .find(|(p, _)| up.starts_with(p))
+            .map(|(_, r)| format!("{r}\r\n"))
+            .unwrap_or_else(|| "250 ok\r\n".into())
+    }
+
+    async fn session(addr: SocketAddr) -> Session {
+        let tls = super::super::tls::OutboundTls::new(false, None).unwrap();
+        let (cfg, _) = tls.config_for(&Plan::Opportunistic, "mx.test", Default::default());
+        establish(
+            addr,
+            "mx.test",
+            &Plan::Opportunistic,
+            cfg,
+            None,
+            "relay.test",
+            &OutboundCfg::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn spooled(
+        body: &[u8],
+        rcpts: &[&str],
+    ) -> (tempfile::TempDir, Envelope, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let spool = crate::spool::Spool::open(d.path()).unwrap();
+        let c = spool.inject(envelope(rcpts), body).await.unwrap();
+        let env = spool.load(c.id()).unwrap();
+        let path = spool.msg_path(c.id());
+        (d, env, path)
+    }
+
+    #[tokio::test]
+    async fn pipelined_transaction_sends_data_in_the_group_and_only_the_message() {
+        let (addr, server) = scripted(vec![
+            ("EHLO", "250-mx.test\r\n250 PIPELINING"),
+            ("DATA", "354 go"),
+            (".", "250 queued"),
+        ])
+        .await;
+        let (_d, env, path) = spooled(b"Subject: s\r\n\r\n.dot\r\n", &["x@y.test"]).await;
+        let mut s = session(addr).await;
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let out = s.send(&env, &rcpts, &path).await.unwrap();
+        assert!(
+            matches!(&out, TxnOutcome::PerRecipient(v) if v.len() == 1 && v[0].code == 250),
+            "{out:?}"
+        );
+        s.quit().await;
+        let seen = server.await.unwrap();
+        let at = seen.iter().position(|l| l.starts_with("MAIL")).unwrap();
+        assert!(
+            seen[at + 1].starts_with("RCPT") && seen[at + 2] == "DATA",
+            "{seen:?}"
+        );
+        // The message (dot-stuffed), then the end mark; never the embedded envelope.
+        assert_eq!(
+            &seen[at + 3..at + 7],
+            ["Subject: s", "", "..dot", "."],
+            "{seen:?}"
+        );
+        assert!(!seen
+            .iter()
+            .any(|l| l.contains("HGENV1") || l.contains("mail_from")));
+    }
+
+    #[tokio::test]
+    async fn pipelined_data_accepted_without_recipients_is_ended_empty() {
+        let (addr, server) = scripted(vec![
+            ("EHLO", "250-mx.test\r\n250 PIPELINING"),
+            ("RCPT", "550 5.1.1 no such user"),
+            ("DATA", "354 go"),
+            (".", "554 5.5.1 no valid recipients"),
+        ])
+        .await;
+        let (_d, env, path) = spooled(b"Subject: s\r\n\r\nsecret\r\n", &["x@y.test"]).await;
+        let mut s = session(addr).await;
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let out = s.send(&env, &rcpts, &path).await.unwrap();
+        assert!(
+            matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 550),
+            "{out:?}"
+        );
+        s.quit().await;
+        let seen = server.await.unwrap();
+        assert!(!seen.iter().any(|l| l.contains("secret")), "{seen:?}");
+        let data = seen.iter().position(|l| l == "DATA").unwrap();
+        assert_eq!(seen[data + 1], ".", "{seen:?}");
+        assert!(seen.iter().any(|l| l == "RSET"), "{seen:?}");
+    }
 
     #[tokio::test]
     async fn parses_multiline_replies_and_capabilities() {

@@ -75,6 +75,19 @@ impl Queue {
             per_domain: std::sync::Mutex::new(HashMap::new()),
         });
         let handle = QueueHandle { tx: tx.clone() };
+        // Removals of delivered messages are made durable in batches.
+        let spool = q.spool.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let s = spool.clone();
+                match tokio::task::spawn_blocking(move || s.sync_pending()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => error!(error = %e, "cannot fsync the queue directory"),
+                    Err(e) => error!(error = %e, "cannot fsync the queue directory"),
+                }
+            }
+        });
         tokio::spawn(q.run(rx, tx));
         handle
     }
@@ -291,17 +304,8 @@ impl Queue {
             return Some(env.next_attempt);
         }
         if env.is_finished() {
-            let spool = self.spool.clone();
-            let id = env.id.clone();
-            let removed = tokio::task::spawn_blocking(move || spool.remove(&id))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(crate::spool::SpoolError::Io {
-                        path: std::path::PathBuf::from(&env.id),
-                        source: std::io::Error::other(e),
-                    })
-                });
-            if let Err(e) = removed {
+            // Two unlinks (metadata in memory); the directory fsync comes within 100 ms.
+            if let Err(e) = self.spool.remove_delivered(&env.id) {
                 match e {
                     crate::spool::SpoolError::NotFound(_) => {}
                     e => error!(queue_id = %env.id, error = %e, "cannot remove finished message"),

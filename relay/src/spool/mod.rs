@@ -16,7 +16,9 @@
 //! Small messages (up to `SPILL` bytes) are held in memory until `commit`, which does all of
 //! its file work in one blocking task; larger ones are written to `tmp/` as they arrive.
 //! Directory fsyncs are group-committed (`DirSync`): one fsync covers every rename and unlink
-//! that finished before it started, so concurrent commits, updates and removals share it.
+//! that finished before it started, so concurrent commits, updates and removals share it. The
+//! removal of a delivered message (`remove_delivered`) does not wait for one: `sync_pending`
+//! flushes it within 100 ms.
 //!
 //! Spools written by earlier versions (a bare `.msg` beside its `.env`) are read the same way:
 //! the `.env` wins and readers take the first `size` bytes of the `.msg`.
@@ -136,6 +138,8 @@ struct DirSync {
     requested: AtomicU64,
     completed: AtomicU64,
     running: std::sync::Mutex<()>,
+    /// A change whose fsync was left to `Spool::sync_pending`.
+    pending: std::sync::atomic::AtomicBool,
 }
 
 impl DirSync {
@@ -342,6 +346,38 @@ impl Spool {
         }
         let _ = std::fs::remove_file(self.env_path(id));
         self.dir_sync.sync(&self.queue_dir())
+    }
+
+    /// Removes a delivered message like `remove`, but leaves the directory fsync to the next
+    /// `sync_pending` (the relay runs it every 100 ms): a crash in between can bring the
+    /// message back and deliver it again — a duplicate, never a loss — and the delivery path
+    /// does not wait for a disk flush per message.
+    pub fn remove_delivered(&self, id: &str) -> Result<(), SpoolError> {
+        if !is_queue_id(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let msg = self.msg_path(id);
+        match std::fs::remove_file(&msg) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SpoolError::NotFound(id.to_string()))
+            }
+            Err(e) => return Err(io(&msg)(e)),
+        }
+        let _ = std::fs::remove_file(self.env_path(id));
+        self.dir_sync.pending.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Fsyncs the queue directory if a removal left it to us. Blocking.
+    pub fn sync_pending(&self) -> Result<(), SpoolError> {
+        if self.dir_sync.pending.swap(false, Ordering::SeqCst) {
+            if let Err(e) = self.dir_sync.sync(&self.queue_dir()) {
+                self.dir_sync.pending.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Queues a locally generated message (a DSN) with its envelope, durably.

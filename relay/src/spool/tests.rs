@@ -261,3 +261,32 @@ async fn a_rewritten_envelope_wins_and_orphans_are_cleaned_at_start() {
     assert!(!d.path().join(format!("queue/{}.env", c.id())).exists());
     assert!(matches!(spool.remove(c.id()), Err(SpoolError::NotFound(_))));
 }
+
+#[tokio::test]
+async fn delivered_removal_leaves_the_fsync_to_sync_pending() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let c = spool.inject(env(), b"x").await.unwrap();
+    let before = spool.dir_sync.requested.load(Ordering::SeqCst);
+    spool.remove_delivered(c.id()).unwrap();
+    assert!(!spool.exists(c.id()));
+    assert_eq!(
+        spool.dir_sync.requested.load(Ordering::SeqCst),
+        before,
+        "no fsync yet"
+    );
+    assert!(spool.dir_sync.pending.load(Ordering::SeqCst));
+    spool.sync_pending().unwrap();
+    assert!(!spool.dir_sync.pending.load(Ordering::SeqCst));
+    assert_eq!(spool.dir_sync.completed.load(Ordering::SeqCst), before + 1);
+    spool.sync_pending().unwrap();
+    assert_eq!(
+        spool.dir_sync.requested.load(Ordering::SeqCst),
+        before + 1,
+        "nothing pending"
+    );
+    assert!(matches!(
+        spool.remove_delivered(c.id()),
+        Err(SpoolError::NotFound(_))
+    ));
+}
