@@ -702,9 +702,8 @@ fn queue(cmd: QueueCommand, config: Option<&Path>) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&e)?);
         }
         QueueCommand::Retry { id } => {
-            let mut e = spool.load(&id)?;
-            e.next_attempt = crate::queue::now();
-            spool.update(&e)?;
+            spool.load(&id)?;
+            spool.request_retry(&id)?;
             wake(&cfg);
             println!("{id}: scheduled for immediate delivery");
         }

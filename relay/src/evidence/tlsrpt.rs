@@ -52,6 +52,8 @@ pub struct TlsRptStore {
     dir: PathBuf,
     /// (day, domain) → counts; `dirty` says which are newer than their file.
     cache: Mutex<Aggregates>,
+    /// One flush at a time (the periodic one and the one at shutdown share tmp names).
+    flushing: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -65,6 +67,7 @@ impl TlsRptStore {
         Self {
             dir,
             cache: Mutex::new(Aggregates::default()),
+            flushing: Mutex::new(()),
         }
     }
 
@@ -168,6 +171,7 @@ impl TlsRptStore {
     /// Writes the aggregates counted since the last flush, and forgets the days that are over
     /// and written (the report for a day is read from its files). Blocking file I/O.
     pub fn flush(&self) {
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         // Yesterday stays in memory too: hops timed just before midnight may still arrive.
         let keep_from = (chrono::Utc::now() - chrono::Duration::days(1))
             .format("%Y-%m-%d")

@@ -20,6 +20,25 @@ use super::emit::Stuffer;
 use crate::config::Outbound as OutboundCfg;
 use crate::spool::{Body, Envelope, Recipient, Ret};
 
+/// The spooled file holds fewer bytes than the envelope's size.
+fn short_message(path: &Path, got: u64, size: u64) -> ClientError {
+    ClientError::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("{}: {got} of {size} message bytes", path.display()),
+    ))
+}
+
+/// A reply to DATA is 354 or a refusal (4xx/5xx). Anything else — a 2xx would read as
+/// "delivered" for a message never sent — means the replies are out of step: the session is
+/// dropped and the message waits.
+fn data_reply_sane(r: &SmtpReply) -> Result<(), ClientError> {
+    if r.code == 354 || r.code >= 400 {
+        Ok(())
+    } else {
+        Err(ClientError::BadReply)
+    }
+}
+
 /// Messages up to this size are read whole and sent in one write.
 const SMALL_MESSAGE: u64 = 256 * 1024;
 
@@ -505,6 +524,7 @@ impl Session {
                 rr.push(read_reply(&mut self.stream, &mut self.rbuf, ct, "RCPT reply").await?);
             }
             let data = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
+            data_reply_sane(&data)?;
             let accepted = m.is_ok() && rr.iter().any(SmtpReply::is_ok);
             if data.code == 354 && !accepted {
                 // A server that took DATA with no valid recipient: end an empty message, and
@@ -549,6 +569,7 @@ impl Session {
         if !self.caps.pipelining {
             send_line(&mut self.stream, "DATA").await?;
             let r = read_reply(&mut self.stream, &mut self.rbuf, ct, "DATA reply").await?;
+            data_reply_sane(&r)?;
             if r.code != 354 {
                 self.rset().await?;
                 return Ok(TxnOutcome::All(r));
@@ -577,11 +598,21 @@ impl Session {
         if size <= SMALL_MESSAGE {
             // Just written, so in the page cache: read in place rather than through a blocking
             // thread, and send message and end-of-data mark in one write.
-            let mut bytes = Vec::with_capacity(size as usize);
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::open(path)?, size),
-                &mut bytes,
-            )?;
+            // One blocking hand-off for open + read (a backlog after a restart may be cold).
+            let p = path.to_path_buf();
+            let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                let mut bytes = Vec::with_capacity(size as usize);
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(std::fs::File::open(p)?, size),
+                    &mut bytes,
+                )?;
+                Ok(bytes)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            if (bytes.len() as u64) < size {
+                return Err(short_message(path, bytes.len() as u64, size));
+            }
             let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 5);
             let mut stuffer = Stuffer::default();
             stuffer.feed(&bytes, &mut out);
@@ -595,6 +626,7 @@ impl Session {
             return Ok(());
         }
         let mut file = tokio::fs::File::open(path).await?.take(size);
+        let mut sent = 0u64;
         let mut stuffer = Stuffer::default();
         let mut buf = vec![0u8; 64 * 1024];
         let mut out = Vec::with_capacity(70 * 1024);
@@ -603,11 +635,16 @@ impl Session {
             if n == 0 {
                 break;
             }
+            sent += n as u64;
             out.clear();
             stuffer.feed(&buf[..n], &mut out);
             tokio::time::timeout(dt, self.stream.write_all(&out))
                 .await
                 .map_err(|_| ClientError::Timeout("data write"))??;
+        }
+        if sent < size {
+            // Never end DATA on a truncated message: the session is dropped, the message waits.
+            return Err(short_message(path, sent, size));
         }
         out.clear();
         stuffer.finish(&mut out);
@@ -818,6 +855,42 @@ mod tests {
         assert!(!seen
             .iter()
             .any(|l| l.contains("HGENV1") || l.contains("mail_from")));
+    }
+
+    #[tokio::test]
+    async fn a_2xx_to_data_is_out_of_step_never_delivered() {
+        let (addr, server) = scripted(vec![
+            ("EHLO", "250-mx.test\r\n250 PIPELINING"),
+            ("DATA", "250 shifted"),
+        ])
+        .await;
+        let (_d, env, path) = spooled(b"Subject: s\r\n\r\nsecret\r\n", &["x@y.test"]).await;
+        let mut s = session(addr).await;
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let out = s.send(&env, &rcpts, &path).await;
+        assert!(matches!(out, Err(ClientError::BadReply)), "{out:?}");
+        drop(s);
+        let seen = server.await.unwrap();
+        assert!(!seen.iter().any(|l| l.contains("secret")), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_short_spool_file_never_ends_data() {
+        let (addr, server) = scripted(vec![
+            ("EHLO", "250-mx.test\r\n250 PIPELINING"),
+            ("DATA", "354 go"),
+        ])
+        .await;
+        let (_d, mut env, path) = spooled(b"Subject: s\r\n\r\nbody\r\n", &["x@y.test"]).await;
+        // The envelope claims more bytes than the file has before its trailer... and beyond.
+        env.size = std::fs::metadata(&path).unwrap().len() + 10;
+        let mut s = session(addr).await;
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let out = s.send(&env, &rcpts, &path).await;
+        assert!(matches!(out, Err(ClientError::Io(_))), "{out:?}");
+        drop(s);
+        let seen = server.await.unwrap();
+        assert!(!seen.iter().any(|l| l == "."), "{seen:?}");
     }
 
     #[tokio::test]

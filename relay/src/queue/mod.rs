@@ -183,6 +183,11 @@ impl Queue {
 
     /// Schedules every envelope on disk at its recorded next attempt.
     fn rescan(&self, tx: &mpsc::UnboundedSender<Event>) {
+        // `hopguard queue retry`: due now (an earlier time wins over the recorded one).
+        for id in self.spool.take_retry_requests() {
+            info!(queue_id = %id, "retry requested");
+            let _ = tx.send(Event::Schedule(id, 0));
+        }
         match self.spool.scan() {
             Ok((envs, bad)) => {
                 for b in bad {

@@ -93,6 +93,28 @@ pub(crate) fn embedded(json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Whether a message file ends with the embedded-envelope trailer tag (an I/O error is an error,
+/// never "no").
+fn has_trailer(path: &Path) -> std::io::Result<bool> {
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() < TRAILER_LEN as u64 {
+        return Ok(false);
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))?;
+    f.read_exact(&mut trailer)?;
+    Ok(trailer.starts_with(TRAILER_TAG))
+}
+
+/// A temporary file name in `tmp/` no other writer uses (the relay and operator commands may
+/// rewrite the same envelope at once).
+fn unique_tmp(root: &Path, id: &str, ext: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    root.join("tmp")
+        .join(format!("{id}.{}.{n}.{ext}", std::process::id()))
+}
+
 /// Reads the envelope embedded in a message file, checking that the trailer, the JSON and the
 /// message size account for the whole file.
 fn read_embedded(path: &Path) -> Result<Envelope, SpoolError> {
@@ -207,9 +229,16 @@ impl Spool {
                 }
                 // A data file with neither an envelope nor an embedded one: a commit of an
                 // earlier version interrupted between its two renames (never acknowledged).
+                // Only a file that surely has no trailer goes; one whose embedded envelope
+                // cannot be read (unknown version, I/O error) stays and is reported by scans.
                 Some("msg")
-                    if !path.with_extension("env").exists() && read_embedded(&path).is_err() =>
+                    if !path.with_extension("env").exists()
+                        && matches!(has_trailer(&path), Ok(false)) =>
                 {
+                    let _ = std::fs::remove_file(&path);
+                }
+                // A retry request for a message that is gone.
+                Some("retry") if !path.with_extension("msg").exists() => {
                     let _ = std::fs::remove_file(&path);
                 }
                 _ => {}
@@ -323,8 +352,18 @@ impl Spool {
 
     /// Atomically replaces the envelope (tmp file, fsync, rename, fsync directory).
     pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
-        let tmp = self.root.join("tmp").join(format!("{}.env", env.id));
-        write_synced(&tmp, &serde_json::to_vec_pretty(env).unwrap_or_default())?;
+        if !is_queue_id(&env.id) {
+            return Err(SpoolError::NotFound(env.id.clone()));
+        }
+        let tmp = unique_tmp(&self.root, &env.id, "env");
+        let json = serde_json::to_vec_pretty(env).map_err(|e| SpoolError::Corrupt {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Err(e) = write_synced(&tmp, &json) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         let dst = self.env_path(&env.id);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
         self.dir_sync.sync(&self.queue_dir())
@@ -345,6 +384,7 @@ impl Spool {
             Err(e) => return Err(io(&msg)(e)),
         }
         let _ = std::fs::remove_file(self.env_path(id));
+        let _ = std::fs::remove_file(self.queue_dir().join(format!("{id}.retry")));
         self.dir_sync.sync(&self.queue_dir())
     }
 
@@ -367,6 +407,34 @@ impl Spool {
         let _ = std::fs::remove_file(self.env_path(id));
         self.dir_sync.pending.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Asks for `id` to be tried at once: a marker file `queue/ID.retry` the relay consumes at
+    /// its next scan (operator commands never rewrite an envelope the relay may be saving).
+    pub fn request_retry(&self, id: &str) -> Result<(), SpoolError> {
+        if !self.exists(id) {
+            return Err(SpoolError::NotFound(id.to_string()));
+        }
+        let marker = self.queue_dir().join(format!("{id}.retry"));
+        std::fs::write(&marker, b"").map_err(io(&marker))
+    }
+
+    /// The ids whose retry was requested, removing their markers (the relay's scans only).
+    pub fn take_retry_requests(&self) -> Vec<String> {
+        let dir = self.queue_dir();
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("retry") {
+                continue;
+            }
+            if let Some(id) = path.file_stem().and_then(|s| s.to_str()) {
+                if std::fs::remove_file(&path).is_ok() && is_queue_id(id) {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        ids
     }
 
     /// Fsyncs the queue directory if a removal left it to us. Blocking.
@@ -451,7 +519,11 @@ impl Incoming {
         let id = self.id.clone();
         let tmp = self.path.clone();
         let mut rest = std::mem::take(&mut self.buf);
-        rest.extend_from_slice(&embedded(&serde_json::to_vec(&env).unwrap_or_default()));
+        let json = serde_json::to_vec(&env).map_err(|e| SpoolError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        })?;
+        rest.extend_from_slice(&embedded(&json));
         let result = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
             let mut f = match file {
                 Some(f) => f,

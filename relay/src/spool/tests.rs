@@ -290,3 +290,56 @@ async fn delivered_removal_leaves_the_fsync_to_sync_pending() {
         Err(SpoolError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn start_up_keeps_committed_messages_it_cannot_read() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let c = spool.inject(env(), b"kept").await.unwrap();
+    // An envelope of a version this binary does not know, embedded with a valid trailer.
+    let mut future = serde_json::to_value(spool.load(c.id()).unwrap()).unwrap();
+    future["version"] = serde_json::json!(99);
+    let json = serde_json::to_vec(&future).unwrap();
+    let mut file = b"kept".to_vec();
+    file.extend_from_slice(&embedded(&json));
+    std::fs::write(spool.msg_path(c.id()), &file).unwrap();
+    assert!(spool.load(c.id()).is_err());
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert!(
+        spool.msg_path(c.id()).exists(),
+        "acknowledged mail is never deleted"
+    );
+    let (_, bad) = spool.scan().unwrap();
+    assert_eq!(bad.len(), 1, "and it is reported");
+}
+
+#[tokio::test]
+async fn retry_requests_are_markers_the_relay_consumes() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let c = spool.inject(env(), b"x").await.unwrap();
+    let before = std::fs::read(spool.msg_path(c.id())).unwrap();
+    // An operator command (another process) asks; the envelope is not rewritten.
+    let op = Spool::attach(d.path()).unwrap();
+    op.request_retry(c.id()).unwrap();
+    assert!(matches!(
+        op.request_retry("0000000000000FFFF"),
+        Err(SpoolError::NotFound(_))
+    ));
+    assert_eq!(std::fs::read(spool.msg_path(c.id())).unwrap(), before);
+    assert!(!d.path().join(format!("queue/{}.env", c.id())).exists());
+    let (envs, bad) = spool.scan().unwrap();
+    assert_eq!((envs.len(), bad.len()), (1, 0), "markers are not messages");
+    assert_eq!(spool.take_retry_requests(), [c.id().to_string()]);
+    assert!(spool.take_retry_requests().is_empty(), "consumed once");
+    // A marker whose message went is cleaned at start; removal takes its marker along.
+    op.request_retry(c.id()).unwrap();
+    spool.remove(c.id()).unwrap();
+    assert!(!d.path().join(format!("queue/{}.retry", c.id())).exists());
+    std::fs::write(d.path().join("queue/0000000000000AAAA.retry"), b"").unwrap();
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert!(!d.path().join("queue/0000000000000AAAA.retry").exists());
+    assert!(spool.take_retry_requests().is_empty());
+}
