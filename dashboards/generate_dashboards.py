@@ -472,6 +472,16 @@ def charter_compliance():
             targets((f"sum by (peer) (rate(hopguard_inbound_starttls_required_rejections_total"
                      f"{{{P}}}[$__rate_interval]))", "{{peer}}")),
             "suffix:/s")),
+        (12, 8, bargauge(
+            "Dry runs: observed policies by peer and would-be result",
+            "Hops checked against a policy that is observed, not enforced — a charter peer with"
+            " report_only, an MTA-STS policy in testing mode or one that could not be fetched —"
+            " in the selected range, by peer, policy and the result the hop would have had"
+            " (pass or an RFC 8460 result type). The mail went as the enforced policy allowed."
+            " Only pass for a week: the requirement can be enforced.",
+            targets((f"sum by (peer, policy, result) (increase(hopguard_policy_observed_total"
+                     f"{{{P}}}[$__range])) > 0", "{{peer}} {{policy}} {{result}}"),
+                    instant=True))),
         (12, 8, timeseries(
             "Plaintext deliveries by peer (since relay start)",
             "Counter value: messages delivered without TLS since each relay process started."

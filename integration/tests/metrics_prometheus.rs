@@ -71,7 +71,18 @@ fn dashboards_and_rules_evaluate_against_real_traffic() -> Result<()> {
         keys.join("audit-key.pem").display(),
         keys.join("message-id.key").display()
     );
-    let mut hg = w.start_relay(&cfg)?;
+    // weak also dry-runs a `verify` requirement (report-only): its hops stay `encrypt`, the
+    // would-be verdicts feed the dashboards' dry-run panel.
+    let yaml = cfg.to_yaml();
+    let anchor = "  - name: \"weak\"\n";
+    ensure!(yaml.contains(anchor), "peer weak in the config:\n{yaml}");
+    let yaml = yaml.replacen(
+        anchor,
+        &format!("{anchor}    outbound:\n      require: verify\n      report_only: true\n"),
+        1,
+    );
+    std::fs::create_dir_all(&cfg.spool_dir)?;
+    let mut hg = hopguard_integration::Hopguard::start(&w.dir.sub("hopguard")?, &yaml)?;
 
     let prom_dir = w.dir.sub("prometheus")?;
     let rules: PathBuf = workspace_root().join("dashboards/prometheus/rules.yml");
