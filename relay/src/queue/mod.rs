@@ -36,10 +36,23 @@ enum Event {
 #[derive(Clone)]
 pub struct QueueHandle {
     tx: mpsc::UnboundedSender<Event>,
+    fresh: Fresh,
 }
+
+/// Envelopes of messages just committed, kept until their first attempt so that attempt does
+/// not read back what was written a moment ago. Bounded: past `FRESH_MAX` the attempt reads
+/// the spool as for any other message.
+type Fresh = Arc<std::sync::Mutex<HashMap<String, Envelope>>>;
+const FRESH_MAX: usize = 10_000;
 
 impl QueueHandle {
     pub fn enqueued(&self, c: &Committed) {
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            if fresh.len() < FRESH_MAX {
+                fresh.insert(c.id().to_string(), c.envelope().clone());
+            }
+        }
         let _ = self.tx.send(Event::Schedule(c.id().to_string(), 0));
     }
 
@@ -55,6 +68,7 @@ pub struct Queue {
     tx: mpsc::UnboundedSender<Event>,
     global: Arc<Semaphore>,
     per_domain: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    fresh: Fresh,
 }
 
 pub fn now() -> i64 {
@@ -73,8 +87,12 @@ impl Queue {
             tx: tx.clone(),
             global: Arc::new(Semaphore::new(max)),
             per_domain: std::sync::Mutex::new(HashMap::new()),
+            fresh: Fresh::default(),
         });
-        let handle = QueueHandle { tx: tx.clone() };
+        let handle = QueueHandle {
+            tx: tx.clone(),
+            fresh: q.fresh.clone(),
+        };
         // Removals of delivered messages are made durable in batches.
         let spool = q.spool.clone();
         tokio::spawn(async move {
@@ -239,9 +257,18 @@ impl Queue {
     /// or None when the message is finished (delivered, bounced, or gone).
     async fn attempt(&self, id: &str) -> Option<i64> {
         let _permit = self.global.clone().acquire_owned().await.ok()?;
-        let mut env = match self.spool.load(id) {
-            Ok(e) => e,
-            Err(_) => return None, // deleted by an operator
+        let fresh = self
+            .fresh
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        let mut env = match fresh {
+            // Still there (an operator may have deleted it already).
+            Some(e) if self.spool.exists(id) => e,
+            _ => match self.spool.load(id) {
+                Ok(e) => e,
+                Err(_) => return None, // deleted by an operator
+            },
         };
         let loaded = self.config.loaded();
         let cfg = &loaded.config;

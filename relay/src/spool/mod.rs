@@ -60,11 +60,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 #[derive(Debug)]
 pub struct Committed {
     id: String,
+    /// The envelope as committed (embedded in the message file).
+    env: Box<Envelope>,
 }
 
 impl Committed {
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The envelope as committed.
+    pub fn envelope(&self) -> &Envelope {
+        &self.env
     }
 }
 
@@ -550,6 +557,7 @@ impl Incoming {
         self.done = true;
         Ok(Committed {
             id: self.id.clone(),
+            env: Box::new(env),
         })
     }
 }
