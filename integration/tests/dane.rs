@@ -206,6 +206,31 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     ] {
         ensure!(text.contains(want), "metrics lack {want}:\n{text}");
     }
+    // TLS-RPT (written out every second): the DANE session is reported against the `tlsa`
+    // policy with the TLSA record as its policy-string.
+    let spool = cfg.spool_dir.clone();
+    let rpt: serde_json::Value = wait_until("the TLS-RPT aggregate of ee.dane.test", wait, || {
+        let mut days: Vec<_> = std::fs::read_dir(spool.join("tlsrpt"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        days.sort();
+        let Some(path) = days.last().map(|d| d.join("ee.dane.test.json")) else {
+            return Ok(None);
+        };
+        Ok(std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    })?;
+    let tlsa = &rpt["policies"]["tlsa"];
+    let want = format!(
+        "_25._tcp.mx.ee.dane.test. IN TLSA 3 1 1 {}",
+        ee_key.to_ascii_uppercase()
+    );
+    ensure!(
+        tlsa["success"] == 1 && tlsa["policy_string"] == serde_json::json!([want]),
+        "TLS-RPT aggregate for ee.dane.test: {rpt}"
+    );
+
     // The null-MX message bounced at once: no longer queued for that recipient, a DSN queued
     // to the sender (origin.test does not exist in this scene, so that DSN is dropped in turn:
     // a DSN is never bounced).

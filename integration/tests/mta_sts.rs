@@ -207,6 +207,12 @@ fn mta_sts_cases() -> Result<()> {
     })?;
     let sts = &rpt["policies"]["sts"];
     ensure!(
+        sts["policy_string"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|x| x == "mode: testing")),
+        "TLS-RPT policy-string for sts-testing.test: {rpt}"
+    );
+    ensure!(
         sts["success"] == 0
             && sts["failures"].as_object().is_some_and(|f| f
                 .values()

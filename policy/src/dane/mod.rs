@@ -50,6 +50,21 @@ pub struct Tlsa {
     pub data: Vec<u8>,
 }
 
+impl Tlsa {
+    /// The record in presentation form at `owner` (e.g. `_25._tcp.mx.example.com`), as
+    /// TLS-RPT's `policy-string` shows it (RFC 8460 §4.4).
+    pub fn policy_string(&self, owner: &str) -> String {
+        format!(
+            "{}. IN TLSA {} {} {} {}",
+            owner.trim_end_matches('.'),
+            self.usage,
+            self.selector,
+            self.matching,
+            hex::encode_upper(&self.data)
+        )
+    }
+}
+
 /// The two certificate usages usable for SMTP (RFC 7672 §3.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DaneUsage {

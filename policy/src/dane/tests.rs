@@ -506,3 +506,17 @@ fn observing_verifier_records_without_enforcing() {
     assert!(handshake(v, &[&c], &c.key).is_err());
     assert_eq!(seen.get(), Some(Ok(())));
 }
+
+#[test]
+fn tlsa_policy_string_is_presentation_form() {
+    let t = Tlsa {
+        usage: 3,
+        selector: 1,
+        matching: 1,
+        data: vec![0xab, 0x01],
+    };
+    assert_eq!(
+        t.policy_string("_25._tcp.mx.example.com."),
+        "_25._tcp.mx.example.com. IN TLSA 3 1 1 AB01"
+    );
+}

@@ -104,6 +104,19 @@ impl MxPattern {
     }
 }
 
+impl StsPolicy {
+    /// The policy as TLS-RPT's `policy-string` (RFC 8460 §4.4): its fields, one per line.
+    pub fn policy_strings(&self) -> Vec<String> {
+        let mut lines = vec![
+            "version: STSv1".to_string(),
+            format!("mode: {}", self.mode.as_str()),
+        ];
+        lines.extend(self.mx.iter().map(|p| format!("mx: {p}")));
+        lines.push(format!("max_age: {}", self.max_age));
+        lines
+    }
+}
+
 impl fmt::Display for MxPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.wildcard {
@@ -139,6 +152,28 @@ fn is_host_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_strings_list_the_fields() {
+        let p = StsPolicy {
+            mode: StsMode::Testing,
+            mx: vec![
+                MxPattern::parse("*.example.com").unwrap(),
+                MxPattern::parse("mx.example.org").unwrap(),
+            ],
+            max_age: 86_400,
+        };
+        assert_eq!(
+            p.policy_strings(),
+            [
+                "version: STSv1",
+                "mode: testing",
+                "mx: *.example.com",
+                "mx: mx.example.org",
+                "max_age: 86400"
+            ]
+        );
+    }
 
     #[test]
     fn mx_pattern_table() {

@@ -61,6 +61,7 @@ pub(super) fn hop(time: &str, direction: Direction, peer: &str, outcome: Outcome
         latency: None,
         policy_domain: None,
         observed: Vec::new(),
+        policy_strings: Default::default(),
     }
 }
 

@@ -494,6 +494,7 @@ mod tests {
             latency: Some(0.2),
             policy_domain: None,
             observed: Vec::new(),
+            policy_strings: Default::default(),
         }
     }
 

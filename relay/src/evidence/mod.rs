@@ -8,7 +8,7 @@ pub mod tlsrpt;
 pub mod tlsrpt_https;
 
 pub use metrics::Metrics;
-pub use record::{Direction, HopRecord, Observed, Outcome, TlsFacts};
+pub use record::{Direction, HopRecord, Observed, Outcome, PolicyStrings, TlsFacts};
 
 use std::sync::Arc;
 

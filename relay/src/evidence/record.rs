@@ -84,6 +84,17 @@ pub struct HopRecord {
     /// Policies observed on this hop but not enforced (MTA-STS `testing`, a report-only charter,
     /// an MTA-STS policy that could not be fetched), with the verdict each would have given.
     pub observed: Vec<Observed>,
+    /// Outbound: the published policies of the destination as TLS-RPT's `policy-string`.
+    pub policy_strings: PolicyStrings,
+}
+
+/// The destination's published policies in TLS-RPT `policy-string` form (RFC 8460 §4.4).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyStrings {
+    /// The MTA-STS policy's fields, when the domain has one.
+    pub sts: Vec<String>,
+    /// The TLSA records of the MX host, when DNSSEC-secure.
+    pub tlsa: Vec<String>,
 }
 
 /// The verdict of a policy observed, not enforced, on a hop.

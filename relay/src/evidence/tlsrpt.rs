@@ -29,6 +29,9 @@ pub struct FailureCount {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PolicyCounts {
     pub policy_type: String,
+    /// The policy as last seen (RFC 8460 §4.4 `policy-string`): MTA-STS fields or TLSA records.
+    #[serde(default)]
+    pub policy_string: Vec<String>,
     pub mx_hosts: Vec<String>,
     pub success: u64,
     pub failures: BTreeMap<String, FailureCount>,
@@ -149,6 +152,14 @@ impl TlsRptStore {
             .next()
             .unwrap_or(&h.remote_host)
             .to_string();
+        let strings = match ptype {
+            "sts" => &h.policy_strings.sts,
+            "tlsa" => &h.policy_strings.tlsa,
+            _ => &Vec::new(),
+        };
+        if !strings.is_empty() && counts.policy_string != *strings {
+            counts.policy_string = strings.clone();
+        }
         if !mx.is_empty() && !counts.mx_hosts.contains(&mx) {
             counts.mx_hosts.push(mx.clone());
         }
@@ -220,7 +231,7 @@ pub fn report_json(
             serde_json::json!({
                 "policy": {
                     "policy-type": p.policy_type,
-                    "policy-string": [],
+                    "policy-string": p.policy_string,
                     "policy-domain": domain,
                     "mx-host": p.mx_hosts,
                 },
@@ -425,6 +436,7 @@ mod tests {
             latency: None,
             policy_domain: Some("a.test".into()),
             observed,
+            policy_strings: Default::default(),
         }
     }
 
@@ -468,6 +480,39 @@ mod tests {
         assert_eq!(data.policies["no-policy-found"].success, 1);
         assert_eq!(data.policies["tlsa"].success, 1);
         assert!(data.policies["tlsa"].failures.is_empty());
+    }
+
+    #[test]
+    fn policy_strings_reach_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TlsRptStore::new(dir.path().to_path_buf());
+        let mut dane = hop(Some(PolicySource::Dane), vec![]);
+        dane.policy_strings.tlsa = vec!["_25._tcp.mx.a.test. IN TLSA 3 1 1 AB".into()];
+        dane.policy_strings.sts = vec!["version: STSv1".into()];
+        store.record(&dane);
+        let mut sts = hop(Some(PolicySource::MtaSts), vec![]);
+        sts.policy_strings.sts = vec!["version: STSv1".into(), "mode: enforce".into()];
+        store.record(&sts);
+        store.flush();
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let data = TlsRptStore::load(dir.path(), &day, "a.test").unwrap();
+        let json = report_json("relay.test", &day, "a.test", &data);
+        let policies = json["policies"].as_array().unwrap();
+        let by_type = |t: &str| {
+            policies
+                .iter()
+                .find(|p| p["policy"]["policy-type"] == t)
+                .map(|p| p["policy"]["policy-string"].clone())
+                .unwrap()
+        };
+        assert_eq!(
+            by_type("tlsa"),
+            serde_json::json!(["_25._tcp.mx.a.test. IN TLSA 3 1 1 AB"])
+        );
+        assert_eq!(
+            by_type("sts"),
+            serde_json::json!(["version: STSv1", "mode: enforce"])
+        );
     }
 
     #[test]

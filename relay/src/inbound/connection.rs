@@ -46,6 +46,7 @@ fn inbound_hop(session: &Session, outcome: Outcome) -> HopRecord {
         latency: None,
         policy_domain: None,
         observed: Vec::new(),
+        policy_strings: Default::default(),
     }
 }
 

@@ -178,6 +178,8 @@ pub struct Session {
     pub source: Option<hopguard_policy::PolicySource>,
     /// The verdicts of the policies observed, not enforced, on this session (set by the router).
     pub observed: Vec<crate::evidence::Observed>,
+    /// The destination's published policies, for TLS-RPT (set by the router).
+    pub policy_strings: crate::evidence::PolicyStrings,
     timeouts: OutboundCfg,
 }
 
@@ -285,6 +287,7 @@ pub async fn establish(
                 messages: 0,
                 source: None,
                 observed: Vec::new(),
+                policy_strings: Default::default(),
                 timeouts: cfg.clone(),
             });
         }
@@ -382,6 +385,7 @@ pub async fn establish(
         messages: 0,
         source: None,
         observed: Vec::new(),
+        policy_strings: Default::default(),
         timeouts: cfg.clone(),
     })
 }

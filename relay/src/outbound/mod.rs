@@ -406,6 +406,7 @@ impl Outbound {
                             latency: None,
                             policy_domain: Some(domain.to_string()),
                             observed,
+                            policy_strings: c.policy_strings.clone(),
                         });
                         warn!(
                             queue_id = %env.id, domain, mx = %c.reference_name, ip = %ip,
@@ -424,6 +425,7 @@ impl Outbound {
                     None => HopSeen::NoStarttls,
                 };
                 session.observed = observe(env, domain, &c, &observations, seen);
+                session.policy_strings = c.policy_strings.clone();
                 match self
                     .transact(loaded, domain, &mut session, env, &rcpts, &msg_path)
                     .await
@@ -551,6 +553,7 @@ impl Outbound {
             latency: Some(env.age_seconds(chrono::Utc::now())),
             policy_domain: Some(domain.to_string()),
             observed: s.observed.clone(),
+            policy_strings: s.policy_strings.clone(),
         });
         Ok(out)
     }
@@ -658,6 +661,7 @@ impl Outbound {
             latency: None,
             policy_domain: Some(domain.to_string()),
             observed: Vec::new(),
+            policy_strings: Default::default(),
         });
         warn!(queue_id = %env.id, domain, reason = f.reason.map(|r| r.as_str()).unwrap_or("-"),
               error = %f.text, "next hop refused by policy");

@@ -35,6 +35,8 @@ pub struct Candidate {
     pub addrs: Option<Vec<IpAddr>>,
     /// Policies observed on this hop, not enforced (their verdicts are recorded).
     pub reports: Vec<Report>,
+    /// The destination's published policies, for TLS-RPT.
+    pub policy_strings: crate::evidence::PolicyStrings,
 }
 
 /// The route: candidates in order, and the refusals of the hosts that may not be used.
@@ -144,6 +146,7 @@ pub async fn plan(
                     min_tls: plan.min_tls,
                     addrs: None,
                     reports: plan.reports,
+                    policy_strings: Default::default(),
                 }],
                 refused: Vec::new(),
                 sts_failure: None,
@@ -323,9 +326,25 @@ pub async fn plan(
         Ok(d) => d,
         Err(refusal) => return Err(refusal_result(&refusal, domain)),
     };
+    // TLS-RPT `policy-string`s: the MTA-STS policy of the domain, the TLSA RRset of each host.
+    let sts_strings = match &sts {
+        StsState::Policy { policy, .. } if policy.mode != hopguard_policy::StsMode::None => {
+            policy.policy_strings()
+        }
+        _ => Vec::new(),
+    };
+    let tlsa_strings = |host: &MxHost| -> Vec<String> {
+        match &host.tlsa {
+            Some(t) if t.status == DnssecStatus::Secure => {
+                let owner = format!("_{}._tcp.{}", cfg.outbound.port, t.base_domain);
+                t.records.iter().map(|r| r.policy_string(&owner)).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
     let mut candidates = Vec::new();
     let mut refused = Vec::new();
-    for (host_decision, ips) in decision.hosts.iter().zip(addrs) {
+    for ((host_decision, ips), mx_host) in decision.hosts.iter().zip(addrs).zip(&mx_hosts) {
         match &host_decision.outcome {
             Ok(plan) => candidates.push(Candidate {
                 host: host_decision.host.clone(),
@@ -336,6 +355,10 @@ pub async fn plan(
                 min_tls: plan.min_tls,
                 addrs: (!ips.is_empty()).then_some(ips),
                 reports: plan.reports.clone(),
+                policy_strings: crate::evidence::PolicyStrings {
+                    sts: sts_strings.clone(),
+                    tlsa: tlsa_strings(mx_host),
+                },
             }),
             Err(refusal) => {
                 let mut f = refusal_failure(refusal);
