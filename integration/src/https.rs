@@ -224,23 +224,29 @@ impl Nginx {
     /// Stops nginx: SIGTERM (fast shutdown), SIGKILL if it is still there after a while;
     /// returns once `ADDR:443` refuses connections.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if child.try_wait()?.is_some() {
-            // It exited on its own (e.g. could not bind): its sockets are gone with it.
-            return Ok(());
-        }
-        let _ = signal_pid(child.id(), "TERM");
-        let exited = wait_until("nginx to exit", STOP_TIMEOUT, || {
-            Ok(child.try_wait()?.map(|_| ()))
-        });
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        wait_for_tcp_closed(self.addr, STOP_TIMEOUT)
+        stop_server(self.child.take(), self.addr, "nginx")
     }
+}
+
+/// Stops a server this harness started: SIGTERM to its own pid, SIGKILL if it is still there
+/// after a while; returns once `addr` refuses connections.
+fn stop_server(child: Option<Child>, addr: SocketAddr, what: &str) -> Result<()> {
+    let Some(mut child) = child else {
+        return Ok(());
+    };
+    if child.try_wait()?.is_some() {
+        // It exited on its own (e.g. could not bind): its sockets are gone with it.
+        return Ok(());
+    }
+    let _ = signal_pid(child.id(), "TERM");
+    let exited = wait_until(&format!("{what} to exit"), STOP_TIMEOUT, || {
+        Ok(child.try_wait()?.map(|_| ()))
+    });
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    wait_for_tcp_closed(addr, STOP_TIMEOUT)
 }
 
 impl Drop for Nginx {
@@ -637,21 +643,7 @@ impl PostSink {
     /// Stops the receiver: SIGTERM to its pid, SIGKILL if still there after a while; returns
     /// once `ADDR:443` refuses connections.
     pub fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        if child.try_wait()?.is_some() {
-            return Ok(());
-        }
-        let _ = signal_pid(child.id(), "TERM");
-        let exited = wait_until("the POST receiver to exit", STOP_TIMEOUT, || {
-            Ok(child.try_wait()?.map(|_| ()))
-        });
-        if exited.is_err() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        wait_for_tcp_closed(self.addr, STOP_TIMEOUT)
+        stop_server(self.child.take(), self.addr, "the POST receiver")
     }
 }
 

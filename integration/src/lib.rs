@@ -119,6 +119,27 @@ pub fn signal_pid(pid: u32, signal: &str) -> Result<()> {
     Ok(())
 }
 
+/// The relay's TLS-RPT aggregate for `domain` (`SPOOL/tlsrpt/DAY/DOMAIN.json`, newest day),
+/// waiting for the relay to write it out (it flushes every second).
+pub fn tlsrpt_aggregate(spool: &std::path::Path, domain: &str) -> Result<serde_json::Value> {
+    wait_until(
+        &format!("the TLS-RPT aggregate of {domain}"),
+        Duration::from_secs(60),
+        || {
+            let mut days: Vec<_> = std::fs::read_dir(spool.join("tlsrpt"))
+                .map(|d| d.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default();
+            days.sort();
+            let Some(path) = days.last().map(|d| d.join(format!("{domain}.json"))) else {
+                return Ok(None);
+            };
+            Ok(std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok()))
+        },
+    )
+}
+
 /// The relay's `/metrics` page (OpenMetrics text) from its metrics listener.
 pub fn scrape_metrics(addr: std::net::SocketAddr) -> Result<String> {
     use std::io::{Read, Write};

@@ -208,19 +208,7 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
     }
     // TLS-RPT (written out every second): the DANE session is reported against the `tlsa`
     // policy with the TLSA record as its policy-string.
-    let spool = cfg.spool_dir.clone();
-    let rpt: serde_json::Value = wait_until("the TLS-RPT aggregate of ee.dane.test", wait, || {
-        let mut days: Vec<_> = std::fs::read_dir(spool.join("tlsrpt"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        days.sort();
-        let Some(path) = days.last().map(|d| d.join("ee.dane.test.json")) else {
-            return Ok(None);
-        };
-        Ok(std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok()))
-    })?;
+    let rpt = hopguard_integration::tlsrpt_aggregate(&cfg.spool_dir, "ee.dane.test")?;
     let tlsa = &rpt["policies"]["tlsa"];
     let want = format!(
         "_25._tcp.mx.ee.dane.test. IN TLSA 3 1 1 {}",

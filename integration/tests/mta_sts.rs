@@ -191,20 +191,7 @@ fn mta_sts_cases() -> Result<()> {
         text.contains(r#"policy="operator",tls="TLSv1.3",verify="none",outcome="delivered""#),
         "testing-mode delivery not under the operator's encrypt:\n{text}"
     );
-    // The relay writes its TLS-RPT counts out every second. One UTC day directory (a test run
-    // across midnight would make two; take the newest).
-    let rpt: serde_json::Value = wait_until("the TLS-RPT aggregate file", wait, || {
-        let mut days: Vec<_> = std::fs::read_dir(spool.join("tlsrpt"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
-        days.sort();
-        let Some(path) = days.last().map(|d| d.join("sts-testing.test.json")) else {
-            return Ok(None);
-        };
-        Ok(std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok()))
-    })?;
+    let rpt = hopguard_integration::tlsrpt_aggregate(&spool, "sts-testing.test")?;
     let sts = &rpt["policies"]["sts"];
     ensure!(
         sts["policy_string"]
