@@ -466,8 +466,8 @@ async fn commit(
     env.message_id_hash = headers
         .message_id()
         .and_then(|m| ctx.evidence.message_id_hash(&m));
-    // RFC 8689 §4.1: with the REQUIRETLS parameter the header is ignored.
-    env.tls_required_no = headers.tls_required_no() && !env.requiretls;
+    // What the header says; with REQUIRETLS it is ignored when routing (`MessageTls::of`).
+    env.tls_required_no = headers.tls_required_no();
     let size = inc.written();
     match inc.commit(env.clone()).await {
         Ok(committed) => {

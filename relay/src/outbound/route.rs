@@ -260,7 +260,6 @@ pub async fn plan(
             let (t, base) = match target {
                 Some(target) => {
                     let at_target = lookup(&target).await;
-                    *bogus += u32::from(at_target.status == DnssecStatus::Bogus);
                     if at_target.status == DnssecStatus::Secure && at_target.records.is_empty() {
                         (lookup(host).await, host.clone())
                     } else {
@@ -269,7 +268,7 @@ pub async fn plan(
                 }
                 None => (lookup(host).await, host.clone()),
             };
-            *bogus += u32::from(t.status == DnssecStatus::Bogus && base == *host);
+            *bogus += u32::from(t.status == DnssecStatus::Bogus);
             // RFC 7672 §2.2.2: TLSA counts only for a host whose address records are secure.
             let status = if t.status == DnssecStatus::Secure && !addr_secure {
                 DnssecStatus::Insecure
@@ -406,5 +405,36 @@ fn refusal_result(r: &hopguard_policy::Refusal, domain: &str) -> RcptResult {
         RcptResult::Permanent(f)
     } else {
         RcptResult::Temporary(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requiretls_makes_the_tls_required_header_ignored() {
+        let env = |requiretls, tls_required_no| {
+            let mut e: crate::spool::Envelope = serde_json::from_value(serde_json::json!({
+                "version": crate::spool::ENVELOPE_VERSION, "id": "", "node_id": "n",
+                "received_at": 0, "client_ip": "127.0.0.1", "helo": "h", "mail_from": "",
+                "size": 0, "recipients": []
+            }))
+            .unwrap();
+            e.requiretls = requiretls;
+            e.tls_required_no = tls_required_no;
+            e
+        };
+        let m = |r, n| MessageTls::of(&env(r, n));
+        assert_eq!(m(false, false), MessageTls::default());
+        assert!(m(false, true).tls_required_no);
+        // RFC 8689 §4.1.
+        assert_eq!(
+            m(true, true),
+            MessageTls {
+                requiretls: true,
+                tls_required_no: false
+            }
+        );
     }
 }

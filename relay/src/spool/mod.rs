@@ -104,13 +104,19 @@ pub(crate) fn embedded(json: &[u8]) -> Vec<u8> {
 /// never "no").
 fn has_trailer(path: &Path) -> std::io::Result<bool> {
     let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.len() < TRAILER_LEN as u64 {
-        return Ok(false);
+    let len = f.metadata()?.len();
+    Ok(read_trailer(&mut f, len)?.is_some_and(|t| t.starts_with(TRAILER_TAG)))
+}
+
+/// The last `TRAILER_LEN` bytes of a file of `len` bytes (None if it is shorter).
+fn read_trailer(f: &mut std::fs::File, len: u64) -> std::io::Result<Option<[u8; TRAILER_LEN]>> {
+    if len < TRAILER_LEN as u64 {
+        return Ok(None);
     }
     let mut trailer = [0u8; TRAILER_LEN];
     f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))?;
     f.read_exact(&mut trailer)?;
-    Ok(trailer.starts_with(TRAILER_TAG))
+    Ok(Some(trailer))
 }
 
 /// A temporary file name in `tmp/` no other writer uses (the relay and operator commands may
@@ -131,13 +137,9 @@ fn read_embedded(path: &Path) -> Result<Envelope, SpoolError> {
     };
     let mut f = std::fs::File::open(path).map_err(io(path))?;
     let len = f.metadata().map_err(io(path))?.len();
-    if len < TRAILER_LEN as u64 {
-        return Err(corrupt("no embedded envelope (file too short)"));
-    }
-    let mut trailer = [0u8; TRAILER_LEN];
-    f.seek(SeekFrom::End(-(TRAILER_LEN as i64)))
-        .and_then(|_| f.read_exact(&mut trailer))
-        .map_err(io(path))?;
+    let trailer = read_trailer(&mut f, len)
+        .map_err(io(path))?
+        .ok_or_else(|| corrupt("no embedded envelope (file too short)"))?;
     let digits = trailer
         .strip_prefix(TRAILER_TAG)
         .and_then(|rest| rest.strip_suffix(b"\n"))
@@ -377,8 +379,24 @@ impl Spool {
     }
 
     /// Removes a message: its data file first (the message is gone), then a rewritten
-    /// envelope if any; a crash in between leaves an orphan `.env` that `open` deletes.
+    /// envelope and a retry marker if any; a crash in between leaves orphans that `open`
+    /// deletes. The directory is fsynced before returning.
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        self.unlink(id)?;
+        self.dir_sync.sync(&self.queue_dir())
+    }
+
+    /// Removes a delivered message like `remove`, but leaves the directory fsync to the next
+    /// `sync_pending` (the relay runs it every 100 ms): a crash in between can bring the
+    /// message back and deliver it again — a duplicate, never a loss — and the delivery path
+    /// does not wait for a disk flush per message.
+    pub fn remove_delivered(&self, id: &str) -> Result<(), SpoolError> {
+        self.unlink(id)?;
+        self.dir_sync.pending.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn unlink(&self, id: &str) -> Result<(), SpoolError> {
         if !is_queue_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
@@ -392,27 +410,6 @@ impl Spool {
         }
         let _ = std::fs::remove_file(self.env_path(id));
         let _ = std::fs::remove_file(self.queue_dir().join(format!("{id}.retry")));
-        self.dir_sync.sync(&self.queue_dir())
-    }
-
-    /// Removes a delivered message like `remove`, but leaves the directory fsync to the next
-    /// `sync_pending` (the relay runs it every 100 ms): a crash in between can bring the
-    /// message back and deliver it again — a duplicate, never a loss — and the delivery path
-    /// does not wait for a disk flush per message.
-    pub fn remove_delivered(&self, id: &str) -> Result<(), SpoolError> {
-        if !is_queue_id(id) {
-            return Err(SpoolError::NotFound(id.to_string()));
-        }
-        let msg = self.msg_path(id);
-        match std::fs::remove_file(&msg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(SpoolError::NotFound(id.to_string()))
-            }
-            Err(e) => return Err(io(&msg)(e)),
-        }
-        let _ = std::fs::remove_file(self.env_path(id));
-        self.dir_sync.pending.store(true, Ordering::SeqCst);
         Ok(())
     }
 
