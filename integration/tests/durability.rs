@@ -1,8 +1,12 @@
 //! The durability contract seen from the outside (FIELD-NOTES: a kill -9 test alone cannot
 //! prove fsync). The relay runs under strace; for one accepted message the system calls must
-//! show, before the `250 ... Queued as ID` is written to the client: the message file (data and
-//! embedded envelope, in tmp/) fsynced, then renamed into queue/ (the commit point), then the
-//! queue directory fsynced.
+//! show, before the `250 ... Queued as ID` is written to the client:
+//! - shared segments (the default): the record naming the message appended to a segment file
+//!   and that file fdatasynced after the append (and, for a segment created for it, the queue
+//!   directory fsynced after its creation);
+//! - one file per message (`spool_segments: false`): the message file (data and embedded
+//!   envelope, in tmp/) fsynced, then renamed into queue/ (the commit point), then the queue
+//!   directory fsynced.
 
 use anyhow::{ensure, Context, Result};
 use hopguard_integration::smtp_client::SwaksMail;
@@ -10,58 +14,65 @@ use hopguard_integration::world::{marker, World, TLS_PEER};
 use hopguard_integration::Hopguard;
 
 #[test]
+fn segment_append_is_fdatasynced_before_the_250() -> Result<()> {
+    let (text, id) = trace_one_message(true)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
+        lines
+            .iter()
+            .position(|l| pred(l))
+            .with_context(|| format!("no {what} in the trace:\n{text}"))
+    };
+    let reply = pos("write of the 250", &|l| {
+        (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
+    })?;
+    let append = pos("append of the message's record to a segment", &|l| {
+        l.contains("write") && l.contains(".seg>") && l.contains(&id)
+    })?;
+    // The segment file the record went to, as strace names the descriptor.
+    let seg = lines[append]
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(p, _)| p.to_string())
+        .context("no file name on the append")?;
+    let seg_sync = lines
+        .iter()
+        .enumerate()
+        .skip(append)
+        .position(|(_, l)| {
+            l.contains("fdatasync(")
+                && l.contains(&format!("<{seg}>"))
+                && l.trim_end().ends_with("= 0")
+        })
+        .map(|p| p + append)
+        .with_context(|| format!("no fdatasync of {seg} after the append:\n{text}"))?;
+    ensure!(
+        seg_sync < reply,
+        "250 sent before the segment was fdatasynced:\n{text}"
+    );
+    // The segment was made for this message (a fresh relay): its name is durable first.
+    let created = pos("creation of the segment", &|l| {
+        l.contains("openat(") && l.contains(&seg)
+    })?;
+    let dir_sync = lines
+        .iter()
+        .enumerate()
+        .skip(created)
+        .position(|(_, l)| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"))
+        .map(|p| p + created)
+        .with_context(|| {
+            format!("no fsync of the queue directory after the segment's creation:\n{text}")
+        })?;
+    ensure!(
+        dir_sync < reply,
+        "250 before the new segment's name was durable:\n{text}"
+    );
+    Ok(())
+}
+
+#[test]
 fn fsync_and_rename_happen_before_the_250() -> Result<()> {
-    let w = World::start()?;
-    let cfg = w.relay_config(); // inbound.tls: optional, so the 250 is visible in plaintext
-    std::fs::create_dir_all(&cfg.spool_dir)?;
-    let dir = w.dir.sub("hopguard")?;
-    let trace = dir.join("strace.txt");
-    let trace_s = trace.display().to_string();
-    let hg = Hopguard::start_wrapped(
-        &dir,
-        &cfg.to_yaml(),
-        &[
-            "strace",
-            "-f",
-            "-y",
-            "-qq",
-            "-s",
-            "200",
-            "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2,write,sendto",
-            "-o",
-            &trace_s,
-        ],
-    )?;
-    let out = SwaksMail {
-        server: w.relay_addr(),
-        source: Some(w.addrs.client),
-        from: "sender@origin.test",
-        to: &format!("u@{TLS_PEER}"),
-        tls: false,
-        marker: &marker("durability"),
-    }
-    .send()?;
-    ensure!(out.success(), "submission failed:\n{}", out.output);
-    let id = out
-        .output
-        .lines()
-        .find_map(|l| l.split("Queued as ").nth(1))
-        .map(|s| s.trim().to_string())
-        .context("no queue id in the 250 reply")?;
-    // Stop the traced relay itself (its pid file), then strace: killing only strace would leave
-    // the relay running, detached.
-    let pid: u32 = std::fs::read_to_string(cfg.spool_dir.join("hopguard.pid"))?
-        .trim()
-        .parse()?;
-    hopguard_integration::signal_pid(pid, "TERM")?;
-    hopguard_integration::wait_until(
-        "the traced relay to exit",
-        std::time::Duration::from_secs(30),
-        || Ok((!hopguard_integration::pid_alive(pid)).then_some(())),
-    )?;
-    drop(hg);
-    let text = std::fs::read_to_string(&trace)?;
+    let (text, id) = trace_one_message(false)?;
     let lines: Vec<&str> = text.lines().collect();
     let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
         lines
@@ -98,4 +109,60 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
         "250 before the commit:\n{text}"
     );
     Ok(())
+}
+
+/// Runs a relay under strace, submits one message, stops the relay: (trace, queue id).
+fn trace_one_message(segments: bool) -> Result<(String, String)> {
+    let w = World::start()?;
+    let mut cfg = w.relay_config(); // inbound.tls: optional, so the 250 is visible in plaintext
+    cfg.extra.push_str(&format!("spool_segments: {segments}\n"));
+    std::fs::create_dir_all(&cfg.spool_dir)?;
+    let dir = w.dir.sub("hopguard")?;
+    let trace = dir.join("strace.txt");
+    let trace_s = trace.display().to_string();
+    let hg = Hopguard::start_wrapped(
+        &dir,
+        &cfg.to_yaml(),
+        &[
+            "strace",
+            "-f",
+            "-y",
+            "-qq",
+            "-s",
+            "200",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2,write,pwrite64,sendto,openat",
+            "-o",
+            &trace_s,
+        ],
+    )?;
+    let out = SwaksMail {
+        server: w.relay_addr(),
+        source: Some(w.addrs.client),
+        from: "sender@origin.test",
+        to: &format!("u@{TLS_PEER}"),
+        tls: false,
+        marker: &marker("durability"),
+    }
+    .send()?;
+    ensure!(out.success(), "submission failed:\n{}", out.output);
+    let id = out
+        .output
+        .lines()
+        .find_map(|l| l.split("Queued as ").nth(1))
+        .map(|s| s.trim().to_string())
+        .context("no queue id in the 250 reply")?;
+    // Stop the traced relay itself (its pid file), then strace: killing only strace would leave
+    // the relay running, detached.
+    let pid: u32 = std::fs::read_to_string(cfg.spool_dir.join("hopguard.pid"))?
+        .trim()
+        .parse()?;
+    hopguard_integration::signal_pid(pid, "TERM")?;
+    hopguard_integration::wait_until(
+        "the traced relay to exit",
+        std::time::Duration::from_secs(30),
+        || Ok((!hopguard_integration::pid_alive(pid)).then_some(())),
+    )?;
+    drop(hg);
+    Ok((std::fs::read_to_string(&trace)?, id))
 }

@@ -251,7 +251,7 @@ fn run(path: &Path) -> anyhow::Result<()> {
 
 async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     let config = loaded.config.clone();
-    let spool = Spool::open(&config.spool_dir)?;
+    let spool = Spool::open_with(&config.spool_dir, config.spool_segments)?;
     let dns = Dns::new(&config.dns.resolvers, config.dns.timeout.0)?;
     let shared = SharedConfig::new(loaded);
     let metrics = Arc::new(Metrics::new());
@@ -710,6 +710,8 @@ fn queue(cmd: QueueCommand, config: Option<&Path>) -> anyhow::Result<()> {
         QueueCommand::Delete { id } => {
             spool.load(&id)?;
             spool.remove(&id)?;
+            // A message in a shared segment leaves the running relay's queue at its next scan.
+            wake(&cfg);
             println!("{id}: deleted");
         }
     }

@@ -47,6 +47,10 @@ pub struct Config {
     pub node_id: Option<String>,
     #[serde(default = "default_spool_dir")]
     pub spool_dir: PathBuf,
+    /// Small messages are appended to shared spool segments (one fdatasync for many commits).
+    /// `false`: every message is a file of its own (what versions before segments read).
+    #[serde(default = "yes")]
+    pub spool_segments: bool,
     pub listeners: Vec<Listener>,
     #[serde(default)]
     pub inbound: Inbound,
@@ -80,6 +84,10 @@ pub struct Config {
     pub intercept: crate::intercept::InterceptSettings,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_spool_dir() -> PathBuf {

@@ -476,7 +476,7 @@ async fn commit(
                 // After the message is durable; never delays or alters it.
                 env.id = id.clone();
                 env.size = size;
-                li.on_accepted(&env, &ctx.spool.msg_path(&id));
+                li.on_accepted(&env, &ctx.spool.message(&id));
             }
             info!(
                 queue_id = %id,

@@ -27,7 +27,6 @@ mod wire;
 mod tests;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +40,7 @@ pub use settings::{AdminSettings, HandoverSettings, InterceptSettings, Mediation
 pub use warrant::{matches, Direction, Match, Product, Side, Warrant};
 
 use crate::audit::{AuditError, LiEvent, LiRecord};
-use crate::spool::{is_queue_id, new_queue_id, Envelope};
+use crate::spool::{is_queue_id, new_queue_id, Envelope, MessageRef, OpenMessage};
 use copies::{CopyQueue, IriRecord};
 use li_audit::LiAudit;
 
@@ -291,19 +290,18 @@ impl Inner {
     fn queue_copies(
         &self,
         env: &Envelope,
-        file: std::io::Result<std::fs::File>,
+        file: std::io::Result<OpenMessage>,
         found: &[Match],
         now: DateTime<Utc>,
     ) {
         let need_cc = found.iter().any(|m| m.product == Product::IriCc);
-        // The message is the first `env.size` bytes of the spool file (the envelope follows).
+        // The message is `env.size` bytes (in a message file, the envelope follows).
         let content = file.and_then(|f| {
-            let mut bytes = Vec::new();
             if need_cc {
-                f.take(env.size).read_to_end(&mut bytes)?;
+                let bytes = f.read(env.size)?;
                 Ok((bytes.len() as u64, bytes))
             } else {
-                Ok((f.metadata()?.len().min(env.size), bytes))
+                Ok((f.available(env.size)?, Vec::new()))
             }
         });
         let (size, bytes) = match content {
@@ -452,20 +450,17 @@ impl Intercept {
     /// blocking task. Never fails, never blocks on I/O beyond that `open`, never alters the
     /// message. `env.id` must be the committed queue id (else the file stem of
     /// `message_path` is used).
-    pub fn on_accepted(&self, env: &Envelope, message_path: &Path) {
+    pub fn on_accepted(&self, env: &Envelope, message: &MessageRef) {
         let now = Utc::now();
         let found = matches(&self.inner.current(), env, now);
         if found.is_empty() {
             return;
         }
-        let file = std::fs::File::open(message_path);
+        // Opened now: the message may be delivered and removed before the copies are made.
+        let file = message.open();
         let mut env = env.clone();
         if !is_queue_id(&env.id) {
-            let stem = message_path.file_stem().and_then(|s| s.to_str());
-            env.id = match stem.filter(|s| is_queue_id(s)) {
-                Some(id) => id.to_owned(),
-                None => new_queue_id(),
-            };
+            env.id = new_queue_id();
         }
         let inner = self.inner.clone();
         self.runtime

@@ -751,7 +751,7 @@ async fn copies_reach_the_mediation_endpoint_over_mtls_and_nothing_reaches_traci
         &["meta.only@secret.example", "bystander@else.example"],
     );
     env.size = bytes.len() as u64;
-    li.on_accepted(&env, &path);
+    li.on_accepted(&env, &crate::spool::MessageRef::File(path.clone()));
     // The relay may deliver and delete the message at once: the copy is still taken.
     std::fs::remove_file(&path).expect("queue removes the message");
 
@@ -846,7 +846,7 @@ async fn copies_wait_while_the_mediation_endpoint_is_down() {
         let (path, bytes) = spooled_message(p, &id);
         let mut env = envelope(&id, "someone@else.example", &["down@target.example"]);
         env.size = bytes.len() as u64;
-        li.on_accepted(&env, &path);
+        li.on_accepted(&env, &crate::spool::MessageRef::File(path.clone()));
         ids.push(id);
     }
     wait_until(&li, "a failed handover with 3 copies held", |h| {
@@ -913,7 +913,7 @@ async fn directory_handover_and_expiry_are_audited() {
     let (path, bytes) = spooled_message(p, id);
     let mut env = envelope(id, "dir@target.example", &["x@y.example"]);
     env.size = bytes.len() as u64;
-    li.on_accepted(&env, &path);
+    li.on_accepted(&env, &crate::spool::MessageRef::File(path.clone()));
     wait_until(&li, "handed over", |h| h["copies_handed_over"] == 1).await;
 
     let framed = std::fs::read(out.join(format!("{id}-0.li"))).expect("handover file");

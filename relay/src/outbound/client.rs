@@ -6,7 +6,6 @@
 //! requirement explicitly allows it. No other path reaches MAIL FROM.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +17,14 @@ use tokio::net::TcpStream;
 
 use super::emit::Stuffer;
 use crate::config::Outbound as OutboundCfg;
+use crate::spool::MessageRef;
 use crate::spool::{Body, Envelope, Recipient, Ret};
 
 /// The spooled file holds fewer bytes than the envelope's size.
-fn short_message(path: &Path, got: u64, size: u64) -> ClientError {
+fn short_message(message: &MessageRef, got: u64, size: u64) -> ClientError {
     ClientError::Io(std::io::Error::new(
         std::io::ErrorKind::UnexpectedEof,
-        format!("{}: {got} of {size} message bytes", path.display()),
+        format!("{message}: {got} of {size} message bytes"),
     ))
 }
 
@@ -466,7 +466,7 @@ impl Session {
         &mut self,
         env: &Envelope,
         rcpts: &[&Recipient],
-        message: &Path,
+        message: &MessageRef,
     ) -> Result<TxnOutcome, ClientError> {
         self.messages += 1;
         let ct = self.timeouts.command_timeout.0;
@@ -595,27 +595,21 @@ impl Session {
         ))
     }
 
-    /// Sends the first `size` bytes of the spooled file (the message; the envelope embedded
-    /// after it is not part of it), dot-stuffed.
-    async fn stream_message(&mut self, path: &Path, size: u64) -> Result<(), ClientError> {
+    /// Sends the first `size` bytes of the spooled message (in a message file, the envelope
+    /// embedded after it is not part of it), dot-stuffed.
+    async fn stream_message(&mut self, message: &MessageRef, size: u64) -> Result<(), ClientError> {
         let dt = self.timeouts.data_timeout.0;
-        if size <= SMALL_MESSAGE {
+        let large_file = message.path().filter(|_| size > SMALL_MESSAGE);
+        let Some(path) = large_file else {
             // Just written, so in the page cache: read in place rather than through a blocking
             // thread, and send message and end-of-data mark in one write.
             // One blocking hand-off for open + read (a backlog after a restart may be cold).
-            let p = path.to_path_buf();
-            let bytes = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                let mut bytes = Vec::with_capacity(size as usize);
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(std::fs::File::open(p)?, size),
-                    &mut bytes,
-                )?;
-                Ok(bytes)
-            })
-            .await
-            .map_err(std::io::Error::other)??;
+            let m = message.clone();
+            let bytes = tokio::task::spawn_blocking(move || m.read(size))
+                .await
+                .map_err(std::io::Error::other)??;
             if (bytes.len() as u64) < size {
-                return Err(short_message(path, bytes.len() as u64, size));
+                return Err(short_message(message, bytes.len() as u64, size));
             }
             let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 5);
             let mut stuffer = Stuffer::default();
@@ -628,7 +622,7 @@ impl Session {
             .await
             .map_err(|_| ClientError::Timeout("data write"))??;
             return Ok(());
-        }
+        };
         let mut file = tokio::fs::File::open(path).await?.take(size);
         let mut sent = 0u64;
         let mut stuffer = Stuffer::default();
@@ -648,7 +642,7 @@ impl Session {
         }
         if sent < size {
             // Never end DATA on a truncated message: the session is dropped, the message waits.
-            return Err(short_message(path, sent, size));
+            return Err(short_message(message, sent, size));
         }
         out.clear();
         stuffer.finish(&mut out);
@@ -815,15 +809,12 @@ mod tests {
         .unwrap()
     }
 
-    async fn spooled(
-        body: &[u8],
-        rcpts: &[&str],
-    ) -> (tempfile::TempDir, Envelope, std::path::PathBuf) {
+    async fn spooled(body: &[u8], rcpts: &[&str]) -> (tempfile::TempDir, Envelope, MessageRef) {
         let d = tempfile::tempdir().unwrap();
         let spool = crate::spool::Spool::open(d.path()).unwrap();
         let c = spool.inject(envelope(rcpts), body).await.unwrap();
         let env = spool.load(c.id()).unwrap();
-        let path = spool.msg_path(c.id());
+        let path = spool.message(c.id());
         (d, env, path)
     }
 
@@ -887,7 +878,11 @@ mod tests {
         .await;
         let (_d, mut env, path) = spooled(b"Subject: s\r\n\r\nbody\r\n", &["x@y.test"]).await;
         // The envelope claims more bytes than the file has before its trailer... and beyond.
-        env.size = std::fs::metadata(&path).unwrap().len() + 10;
+        let stored = match &path {
+            MessageRef::File(p) => std::fs::metadata(p).unwrap().len(),
+            MessageRef::Segment { file, .. } => file.metadata().unwrap().len(),
+        };
+        env.size = stored + 10;
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
         let out = s.send(&env, &rcpts, &path).await;

@@ -244,7 +244,7 @@ impl Outbound {
                 .map(|r| (r.address.clone(), res.clone()))
                 .collect()
         };
-        let msg_path = self.spool.msg_path(&env.id);
+        let msg_path = self.spool.message(&env.id);
         // Sessions are pooled per destination and per what the message asks: a session made
         // for a `TLS-Required: No` message may be weaker than others need, and a REQUIRETLS
         // message needs an authenticated one.
@@ -466,7 +466,7 @@ impl Outbound {
         s: &mut Session,
         env: &Envelope,
         rcpts: &[&Recipient],
-        msg_path: &std::path::Path,
+        msg_path: &crate::spool::MessageRef,
     ) -> Result<Vec<(String, RcptResult)>, ClientError> {
         let remote = s.remote.clone();
         if let Err(u) = s.check_sendable(env) {

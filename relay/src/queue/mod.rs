@@ -394,11 +394,14 @@ impl Queue {
         if failed.is_empty() || quiet {
             return Ok(());
         }
-        let mut original = tokio::fs::read(self.spool.msg_path(&env.id))
+        let message = self.spool.message(&env.id);
+        let size = env.size;
+        // The message only (a message file goes on with the embedded envelope).
+        let original = tokio::task::spawn_blocking(move || message.read(size))
             .await
+            .ok()
+            .and_then(|r| r.ok())
             .unwrap_or_default();
-        // The message only: the spool file goes on with the embedded envelope.
-        original.truncate(usize::try_from(env.size).unwrap_or(usize::MAX));
         let body = dsn::render(hostname, env, &failed, &original, chrono::Utc::now());
         let reported: Vec<String> = failed.iter().map(|r| r.address.clone()).collect();
         let domain = env

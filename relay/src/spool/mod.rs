@@ -22,8 +22,14 @@
 //!
 //! Spools written by earlier versions (a bare `.msg` beside its `.env`) are read the same way:
 //! the `.env` wins and readers take the first `size` bytes of the `.msg`.
+//!
+//! Shared segments (`segment.rs`, on unless `spool_segments: false`): a small message is not a
+//! file of its own but a record appended to `queue/SEQ.seg`, many commits sharing one
+//! fdatasync; it moves to a message file of its own only when its envelope changes (a
+//! deferral). Message files and segments are always both read.
 
 mod envelope;
+mod segment;
 
 pub use envelope::*;
 
@@ -82,6 +88,91 @@ pub struct Spool {
     lock: Option<std::sync::Arc<std::fs::File>>,
     /// Group commit of the `queue/` directory's fsync.
     dir_sync: Arc<DirSync>,
+    /// Messages held in shared segments (always read; written when `write_segments`).
+    segs: Arc<segment::Segments>,
+    write_segments: bool,
+}
+
+/// Where a queued message's bytes are (no I/O to get one: `Spool::message`).
+#[derive(Clone, Debug)]
+pub enum MessageRef {
+    /// A message file of its own: the message is its first `size` bytes.
+    File(PathBuf),
+    /// A record in a shared segment.
+    Segment {
+        file: Arc<std::fs::File>,
+        offset: u64,
+    },
+}
+
+/// A queued message, opened: reading it works even if it is removed meanwhile.
+#[derive(Debug)]
+pub struct OpenMessage {
+    file: Arc<std::fs::File>,
+    offset: u64,
+}
+
+impl MessageRef {
+    /// Opens the message (blocking).
+    pub fn open(&self) -> std::io::Result<OpenMessage> {
+        Ok(match self {
+            Self::File(p) => OpenMessage {
+                file: Arc::new(std::fs::File::open(p)?),
+                offset: 0,
+            },
+            Self::Segment { file, offset } => OpenMessage {
+                file: file.clone(),
+                offset: *offset,
+            },
+        })
+    }
+
+    /// The first `size` bytes of the message; fewer if the stored copy is short (blocking).
+    pub fn read(&self, size: u64) -> std::io::Result<Vec<u8>> {
+        self.open()?.read(size)
+    }
+
+    /// The message file, for a message that has one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(p) => Some(p),
+            Self::Segment { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Segment { offset, .. } => write!(f, "spool segment record at offset {offset}"),
+        }
+    }
+}
+
+impl OpenMessage {
+    /// The first `size` bytes of the message; fewer if the stored copy is short (blocking).
+    pub fn read(&self, size: u64) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut out = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+        let mut got = 0usize;
+        while got < out.len() {
+            match self.file.read_at(&mut out[got..], self.offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.truncate(got);
+        Ok(out)
+    }
+
+    /// How many of the message's `size` bytes are there (blocking).
+    pub fn available(&self, size: u64) -> std::io::Result<u64> {
+        let len = self.file.metadata()?.len();
+        Ok(len.saturating_sub(self.offset).min(size))
+    }
 }
 
 /// Messages up to this size are buffered in memory until `commit`.
@@ -208,7 +299,12 @@ impl Spool {
     /// everything in `tmp/`, envelopes whose message was removed, and data files of an earlier
     /// version's interrupted commit. Only this start-up path deletes such files.
     pub fn open(root: &Path) -> Result<Self, SpoolError> {
-        let mut spool = Self::attach(root)?;
+        Self::open_with(root, true)
+    }
+
+    /// `open`, choosing whether new small messages go to shared segments (`spool_segments`).
+    pub fn open_with(root: &Path, write_segments: bool) -> Result<Self, SpoolError> {
+        Self::make_dirs(root)?;
         let lock_path = root.join("lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -223,7 +319,15 @@ impl Spool {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
-        spool.lock = Some(std::sync::Arc::new(lock));
+        // The lock is ours: segments left empty may go.
+        let segs = segment::Segments::load(&root.join("queue"), true)?;
+        let spool = Self {
+            root: root.to_owned(),
+            lock: Some(Arc::new(lock)),
+            dir_sync: Arc::default(),
+            segs: Arc::new(segs),
+            write_segments,
+        };
         let tmp = root.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
@@ -247,7 +351,13 @@ impl Spool {
                     let _ = std::fs::remove_file(&path);
                 }
                 // A retry request for a message that is gone.
-                Some("retry") if !path.with_extension("msg").exists() => {
+                Some("retry")
+                    if !path.with_extension("msg").exists()
+                        && !path
+                            .file_stem()
+                            .and_then(|s| s.to_str())
+                            .is_some_and(|id| spool.segs.contains(id)) =>
+                {
                     let _ = std::fs::remove_file(&path);
                 }
                 _ => {}
@@ -259,15 +369,23 @@ impl Spool {
     /// Attaches to a spool without locking or cleaning it (operator commands). Safe while the
     /// relay runs: it never deletes a file the relay is writing.
     pub fn attach(root: &Path) -> Result<Self, SpoolError> {
-        for sub in ["tmp", "queue"] {
-            let p = root.join(sub);
-            std::fs::create_dir_all(&p).map_err(io(&p))?;
-        }
+        Self::make_dirs(root)?;
+        let segs = segment::Segments::load(&root.join("queue"), false)?;
         Ok(Self {
             root: root.to_owned(),
             lock: None,
             dir_sync: Arc::default(),
+            segs: Arc::new(segs),
+            write_segments: false,
         })
+    }
+
+    fn make_dirs(root: &Path) -> Result<(), SpoolError> {
+        for sub in ["tmp", "queue"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(())
     }
 
     /// Whether a relay holds this spool's lock (i.e. is running on it).
@@ -283,7 +401,19 @@ impl Spool {
 
     /// Whether `id` is still in the queue.
     pub fn exists(&self, id: &str) -> bool {
-        is_queue_id(id) && self.msg_path(id).exists()
+        is_queue_id(id) && (self.segs.contains(id) || self.msg_path(id).exists())
+    }
+
+    /// Where the message `id` is (no I/O). A message file of its own wins over a segment
+    /// record (a move out of a segment interrupted halfway); both hold the same bytes.
+    pub fn message(&self, id: &str) -> MessageRef {
+        match self.segs.get(id) {
+            Some(e) => MessageRef::Segment {
+                file: e.file,
+                offset: e.body_off,
+            },
+            None => MessageRef::File(self.msg_path(id)),
+        }
     }
 
     /// The spool's root directory.
@@ -321,9 +451,14 @@ impl Spool {
 
     /// Loads every committed envelope (never deletes anything).
     pub fn scan(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>), SpoolError> {
+        if self.lock.is_some() {
+            // Removals by operator commands.
+            self.segs.refresh_tombstones();
+        }
         let dir = self.queue_dir();
         let mut envs = Vec::new();
         let mut bad = Vec::new();
+        let in_segments = self.segs.envelopes();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("msg") {
@@ -339,6 +474,14 @@ impl Spool {
                 Err(e) => bad.push(e),
             }
         }
+        let own: std::collections::HashSet<String> = envs.iter().map(|e| e.id.clone()).collect();
+        envs.extend(
+            in_segments
+                .into_iter()
+                .filter(|(id, _)| !own.contains(id))
+                .map(|(_, e)| Envelope::clone(&e)),
+        );
+        bad.extend(self.segs.problems());
         envs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok((envs, bad))
     }
@@ -347,6 +490,13 @@ impl Spool {
         if !is_queue_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
+        // The relay's own index is current (it moves messages out itself): no file to look for.
+        // An operator command's index dates from `attach`, so files come first there.
+        if self.lock.is_some() {
+            if let Some(e) = self.segs.get(id) {
+                return Ok(Envelope::clone(&e.env));
+            }
+        }
         let not_found = |e: &SpoolError| matches!(e, SpoolError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound);
         // A rewritten envelope wins over the one embedded at acceptance.
         match read_envelope(&self.env_path(id)) {
@@ -354,7 +504,10 @@ impl Spool {
             other => return other,
         }
         match read_embedded(&self.msg_path(id)) {
-            Err(e) if not_found(&e) => Err(SpoolError::NotFound(id.to_string())),
+            Err(e) if not_found(&e) => match self.segs.get(id) {
+                Some(e) => Ok(Envelope::clone(&e.env)),
+                None => Err(SpoolError::NotFound(id.to_string())),
+            },
             other => other,
         }
     }
@@ -363,6 +516,9 @@ impl Spool {
     pub fn update(&self, env: &Envelope) -> Result<(), SpoolError> {
         if !is_queue_id(&env.id) {
             return Err(SpoolError::NotFound(env.id.clone()));
+        }
+        if let Some(entry) = self.segs.get(&env.id) {
+            return self.move_out(env, &entry);
         }
         let tmp = unique_tmp(&self.root, &env.id, "env");
         let json = serde_json::to_vec_pretty(env).map_err(|e| SpoolError::Corrupt {
@@ -378,11 +534,52 @@ impl Spool {
         self.dir_sync.sync(&self.queue_dir())
     }
 
+    /// Moves a message out of its segment into a message file of its own carrying `env`
+    /// (written, fdatasynced, renamed, directory fsynced), then tombstones the record.
+    fn move_out(&self, env: &Envelope, entry: &segment::Entry) -> Result<(), SpoolError> {
+        let tmp = unique_tmp(&self.root, &env.id, "msg");
+        let seg_err = |e: std::io::Error| SpoolError::Io {
+            path: self.queue_dir().join(segment::seg_name(entry.seq)),
+            source: e,
+        };
+        let size = entry.env.size;
+        let mut bytes = MessageRef::Segment {
+            file: entry.file.clone(),
+            offset: entry.body_off,
+        }
+        .read(size)
+        .map_err(seg_err)?;
+        if bytes.len() as u64 != size {
+            return Err(seg_err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "segment record shorter than its message",
+            )));
+        }
+        let mut env = env.clone();
+        env.size = size;
+        let json = serde_json::to_vec(&env).map_err(|e| SpoolError::Corrupt {
+            path: tmp.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.extend_from_slice(&embedded(&json));
+        if let Err(e) = write_synced(&tmp, &bytes) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let dst = self.msg_path(&env.id);
+        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        self.dir_sync.sync(&self.queue_dir())?;
+        // The message file wins from here on; the tombstone only lets the segment go.
+        self.segs.remove(&env.id);
+        Ok(())
+    }
+
     /// Removes a message: its data file first (the message is gone), then a rewritten
     /// envelope and a retry marker if any; a crash in between leaves orphans that `open`
     /// deletes. The directory is fsynced before returning.
     pub fn remove(&self, id: &str) -> Result<(), SpoolError> {
         self.unlink(id)?;
+        self.segs.sync_tombstones()?;
         self.dir_sync.sync(&self.queue_dir())
     }
 
@@ -400,9 +597,16 @@ impl Spool {
         if !is_queue_id(id) {
             return Err(SpoolError::NotFound(id.to_string()));
         }
+        // Operator commands only record the removal: the relay applies it at its next scan.
+        let in_segment = if self.lock.is_some() {
+            self.segs.remove(id)
+        } else {
+            self.segs.tombstone_from_command(id)
+        };
         let msg = self.msg_path(id);
         match std::fs::remove_file(&msg) {
             Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && in_segment => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SpoolError::NotFound(id.to_string()))
             }
@@ -443,6 +647,11 @@ impl Spool {
 
     /// Fsyncs the queue directory if a removal left it to us. Blocking.
     pub fn sync_pending(&self) -> Result<(), SpoolError> {
+        self.segs.seal_if_old();
+        self.segs.sync_tombstones()?;
+        if self.segs.dir_changed.swap(false, Ordering::SeqCst) {
+            self.dir_sync.pending.store(true, Ordering::SeqCst);
+        }
         if self.dir_sync.pending.swap(false, Ordering::SeqCst) {
             if let Err(e) = self.dir_sync.sync(&self.queue_dir()) {
                 self.dir_sync.pending.store(true, Ordering::SeqCst);
@@ -527,6 +736,21 @@ impl Incoming {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
+        if file.is_none() && spool.write_segments {
+            let segs = spool.segs.clone();
+            let env2 = env.clone();
+            tokio::task::spawn_blocking(move || segs.commit(&id, &rest, &env2, &json))
+                .await
+                .map_err(|e| SpoolError::Io {
+                    path: self.path.clone(),
+                    source: std::io::Error::other(e),
+                })??;
+            self.done = true;
+            return Ok(Committed {
+                id: self.id.clone(),
+                env: Box::new(env),
+            });
+        }
         rest.extend_from_slice(&embedded(&json));
         let result = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
             let mut f = match file {

@@ -1,12 +1,16 @@
 use super::*;
 
-/// The message part of a spooled file (what delivery sends).
+/// The message as delivery reads it.
 fn message(spool: &Spool, id: &str) -> Vec<u8> {
-    let size = spool.load(id).unwrap().size as usize;
-    let mut bytes = std::fs::read(spool.msg_path(id)).unwrap();
-    assert!(bytes.len() > size, "the envelope follows the message");
-    bytes.truncate(size);
+    let size = spool.load(id).unwrap().size;
+    let bytes = spool.message(id).read(size).unwrap();
+    assert_eq!(bytes.len() as u64, size);
     bytes
+}
+
+/// A relay's spool with one file per message (`spool_segments: false`).
+fn files_only(d: &tempfile::TempDir) -> Spool {
+    Spool::open_with(d.path(), false).unwrap()
 }
 
 fn env() -> Envelope {
@@ -47,7 +51,7 @@ fn env() -> Envelope {
 #[tokio::test]
 async fn commit_makes_message_and_envelope_visible() {
     let d = tempfile::tempdir().unwrap();
-    let spool = Spool::open(d.path()).unwrap();
+    let spool = files_only(&d);
     let mut inc = spool.incoming().await.unwrap();
     inc.write(b"Subject: a\r\n\r\nbody\r\n").await.unwrap();
     let c = inc.commit(env()).await.unwrap();
@@ -129,7 +133,7 @@ fn queue_ids_are_unique_and_validated() {
 #[tokio::test]
 async fn corrupt_envelope_is_reported_not_fatal() {
     let d = tempfile::tempdir().unwrap();
-    let spool = Spool::open(d.path()).unwrap();
+    let spool = files_only(&d);
     let c = spool.inject(env(), b"x").await.unwrap();
     // A rewritten envelope that is not JSON.
     std::fs::write(d.path().join(format!("queue/{}.env", c.id())), b"{not json").unwrap();
@@ -152,7 +156,7 @@ async fn corrupt_envelope_is_reported_not_fatal() {
 #[tokio::test]
 async fn a_second_relay_cannot_open_a_locked_spool_and_commands_do_not_clean_it() {
     let d = tempfile::tempdir().unwrap();
-    let spool = Spool::open(d.path()).unwrap();
+    let spool = files_only(&d);
     assert!(Spool::is_in_use(d.path()));
     assert!(matches!(Spool::open(d.path()), Err(SpoolError::Locked(_))));
     // A reception in progress survives an operator command attaching to the spool.
@@ -294,7 +298,7 @@ async fn delivered_removal_leaves_the_fsync_to_sync_pending() {
 #[tokio::test]
 async fn start_up_keeps_committed_messages_it_cannot_read() {
     let d = tempfile::tempdir().unwrap();
-    let spool = Spool::open(d.path()).unwrap();
+    let spool = files_only(&d);
     let c = spool.inject(env(), b"kept").await.unwrap();
     // An envelope of a version this binary does not know, embedded with a valid trailer.
     let mut future = serde_json::to_value(spool.load(c.id()).unwrap()).unwrap();
@@ -317,7 +321,7 @@ async fn start_up_keeps_committed_messages_it_cannot_read() {
 #[tokio::test]
 async fn retry_requests_are_markers_the_relay_consumes() {
     let d = tempfile::tempdir().unwrap();
-    let spool = Spool::open(d.path()).unwrap();
+    let spool = files_only(&d);
     let c = spool.inject(env(), b"x").await.unwrap();
     let before = std::fs::read(spool.msg_path(c.id())).unwrap();
     // An operator command (another process) asks; the envelope is not rewritten.
@@ -342,4 +346,216 @@ async fn retry_requests_are_markers_the_relay_consumes() {
     let spool = Spool::open(d.path()).unwrap();
     assert!(!d.path().join("queue/0000000000000AAAA.retry").exists());
     assert!(spool.take_retry_requests().is_empty());
+}
+
+/// Names in `queue/` with this extension.
+fn queue_files(d: &tempfile::TempDir, ext: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(d.path().join("queue"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(&format!(".{ext}")))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn put(spool: &Spool, text: &str) -> String {
+    let mut inc = spool.incoming().await.unwrap();
+    inc.write(text.as_bytes()).await.unwrap();
+    inc.commit(env()).await.unwrap().id().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_messages_share_a_segment_and_survive_a_restart() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let s = spool.clone();
+            tokio::spawn(async move {
+                (
+                    i,
+                    put(&s, &format!("Subject: {i}\r\n\r\nbody {i}\r\n")).await,
+                )
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    assert_eq!(queue_files(&d, "seg").len(), 1);
+    assert!(queue_files(&d, "msg").is_empty(), "no file per message");
+    for (i, id) in &ids {
+        assert!(spool.exists(id));
+        assert_eq!(
+            message(&spool, id),
+            format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes()
+        );
+    }
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, bad) = spool.scan().unwrap();
+    assert_eq!((envs.len(), bad.len()), (40, 0));
+    for (i, id) in &ids {
+        assert_eq!(
+            message(&spool, id),
+            format!("Subject: {i}\r\n\r\nbody {i}\r\n").as_bytes()
+        );
+    }
+    // New messages go to a new segment; the old one is sealed.
+    put(&spool, "later").await;
+    assert_eq!(queue_files(&d, "seg").len(), 2);
+}
+
+#[tokio::test]
+async fn delivered_messages_stay_gone_and_an_emptied_sealed_segment_is_deleted() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let a = put(&spool, "a").await;
+    let b = put(&spool, "b").await;
+    let c = put(&spool, "c").await;
+    spool.remove_delivered(&a).unwrap();
+    assert!(!spool.exists(&a));
+    assert!(matches!(spool.load(&a), Err(SpoolError::NotFound(_))));
+    assert!(matches!(
+        spool.remove_delivered(&a),
+        Err(SpoolError::NotFound(_))
+    ));
+    spool.sync_pending().unwrap();
+    assert_eq!(queue_files(&d, "done").len(), 1);
+    drop(spool);
+    // After a restart the removal holds; the segment is sealed.
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, _) = spool.scan().unwrap();
+    let left: Vec<&str> = envs.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(left, [b.as_str(), c.as_str()]);
+    spool.remove_delivered(&b).unwrap();
+    assert_eq!(queue_files(&d, "seg").len(), 1);
+    spool.remove(&c).unwrap();
+    assert!(
+        queue_files(&d, "seg").is_empty(),
+        "sealed and empty: deleted"
+    );
+    assert!(queue_files(&d, "done").is_empty());
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert!(spool.scan().unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn an_updated_message_moves_to_a_file_of_its_own() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "deferred body").await;
+    let mut e = spool.load(&id).unwrap();
+    e.attempts = 2;
+    spool.update(&e).unwrap();
+    assert!(d.path().join(format!("queue/{id}.msg")).exists());
+    assert_eq!(spool.load(&id).unwrap().attempts, 2);
+    assert_eq!(message(&spool, &id), b"deferred body");
+    assert_eq!(spool.scan().unwrap().0.len(), 1, "not twice");
+    e.attempts = 3;
+    spool.update(&e).unwrap();
+    assert_eq!(spool.load(&id).unwrap().attempts, 3);
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, _) = spool.scan().unwrap();
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].attempts, 3);
+    assert!(
+        queue_files(&d, "seg").is_empty(),
+        "nothing live was left in it"
+    );
+    assert_eq!(message(&spool, &id), b"deferred body");
+}
+
+#[tokio::test]
+async fn a_move_interrupted_before_its_tombstone_leaves_the_message_file_winning() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "body").await;
+    // What a crash after the rename and before the tombstone leaves: both copies.
+    let mut e = spool.load(&id).unwrap();
+    e.attempts = 5;
+    let mut file = b"body".to_vec();
+    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
+    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, bad) = spool.scan().unwrap();
+    assert_eq!((envs.len(), bad.len()), (1, 0));
+    assert_eq!(envs[0].attempts, 5);
+    assert!(queue_files(&d, "seg").is_empty());
+}
+
+#[tokio::test]
+async fn a_torn_append_is_not_a_message_and_the_segment_is_set_aside_when_done() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let a = put(&spool, "first").await;
+    let b = put(&spool, "second").await;
+    drop(spool);
+    // A crash in the middle of a third append (never acknowledged).
+    let seg = d.path().join("queue").join(&queue_files(&d, "seg")[0]);
+    let mut e = env();
+    e.id = "0000000000000000C".into();
+    e.size = 5;
+    let rec = segment::record(&e.id, b"third", &serde_json::to_vec(&e).unwrap());
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(&rec[..rec.len() / 2]).unwrap();
+    drop(f);
+    let spool = Spool::open(d.path()).unwrap();
+    let (envs, _) = spool.scan().unwrap();
+    let ids: Vec<&str> = envs.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()]);
+    assert_eq!(message(&spool, &b), b"second");
+    spool.remove_delivered(&a).unwrap();
+    spool.remove_delivered(&b).unwrap();
+    assert!(queue_files(&d, "seg").is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.path().join("corrupt")).unwrap().count(),
+        1,
+        "kept for a look"
+    );
+}
+
+#[tokio::test]
+async fn an_operator_removal_reaches_the_relay_at_its_next_scan() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "x").await;
+    let keep = put(&spool, "y").await;
+    let op = Spool::attach(d.path()).unwrap();
+    assert_eq!(
+        op.scan().unwrap().0.len(),
+        2,
+        "commands see segment messages"
+    );
+    assert_eq!(op.message(&keep).read(1).unwrap(), b"y");
+    op.remove(&id).unwrap();
+    assert!(!op.exists(&id));
+    let (envs, _) = spool.scan().unwrap();
+    assert_eq!(envs.len(), 1);
+    assert!(!spool.exists(&id));
+    assert!(spool.exists(&keep));
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert_eq!(spool.scan().unwrap().0.len(), 1);
+}
+
+#[tokio::test]
+async fn large_messages_and_the_files_only_layout_keep_a_file_per_message() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let big = "x".repeat(SPILL + 10);
+    let id = put(&spool, &big).await;
+    assert!(d.path().join(format!("queue/{id}.msg")).exists());
+    assert!(queue_files(&d, "seg").is_empty());
+    drop(spool);
+    let spool = files_only(&d);
+    let small = put(&spool, "small").await;
+    assert!(d.path().join(format!("queue/{small}.msg")).exists());
+    assert!(queue_files(&d, "seg").is_empty());
 }
