@@ -601,13 +601,19 @@ impl Session {
         let dt = self.timeouts.data_timeout.0;
         let large_file = message.path().filter(|_| size > SMALL_MESSAGE);
         let Some(path) = large_file else {
-            // Just written, so in the page cache: read in place rather than through a blocking
-            // thread, and send message and end-of-data mark in one write.
-            // One blocking hand-off for open + read (a backlog after a restart may be cold).
-            let m = message.clone();
-            let bytes = tokio::task::spawn_blocking(move || m.read(size))
-                .await
-                .map_err(std::io::Error::other)??;
+            // Read whole, then message and end-of-data mark go in one write. A segment record
+            // (already open) was just written, so it is in the page cache: read in place. A
+            // file takes one blocking hand-off for open + read (a backlog after a restart may
+            // be cold).
+            let bytes = match message {
+                MessageRef::Segment { .. } => message.read(size)?,
+                MessageRef::File(_) => {
+                    let m = message.clone();
+                    tokio::task::spawn_blocking(move || m.read(size))
+                        .await
+                        .map_err(std::io::Error::other)??
+                }
+            };
             if (bytes.len() as u64) < size {
                 return Err(short_message(message, bytes.len() as u64, size));
             }

@@ -599,7 +599,12 @@ impl Spool {
         }
         // Operator commands only record the removal: the relay applies it at its next scan.
         let in_segment = if self.lock.is_some() {
-            self.segs.remove(id)
+            if self.segs.remove(id) {
+                // The relay's index is current: a message in it has no file of its own. A
+                // retry marker left behind names a message that is gone (dropped at start).
+                return Ok(());
+            }
+            false
         } else {
             self.segs.tombstone_from_command(id)
         };
@@ -737,14 +742,7 @@ impl Incoming {
             reason: e.to_string(),
         })?;
         if file.is_none() && spool.write_segments {
-            let segs = spool.segs.clone();
-            let env2 = env.clone();
-            tokio::task::spawn_blocking(move || segs.commit(&id, &rest, &env2, &json))
-                .await
-                .map_err(|e| SpoolError::Io {
-                    path: self.path.clone(),
-                    source: std::io::Error::other(e),
-                })??;
+            spool.segs.commit(&id, &rest, &env, &json).await?;
             self.done = true;
             return Ok(Committed {
                 id: self.id.clone(),

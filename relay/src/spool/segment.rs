@@ -29,7 +29,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::Digest;
@@ -219,20 +219,26 @@ struct Writer {
     unsynced: Vec<Arc<File>>,
 }
 
-#[derive(Debug, Default)]
-struct Syncs {
-    /// Tickets whose fdatasync failed: (after, up to and including].
-    failed: Vec<(u64, u64)>,
-}
-
 /// The segments of one spool.
 #[derive(Debug)]
 pub(super) struct Segments {
     dir: PathBuf,
     writer: Mutex<Writer>,
     index: Mutex<Index>,
-    syncs: Mutex<Syncs>,
+    /// Tickets whose fdatasync failed: (after, up to and including].
+    failed: Mutex<Vec<(u64, u64)>>,
+    /// Tickets covered by a finished fdatasync (successful or in `failed`).
     completed: AtomicU64,
+    /// The same, for committers to wait on without a thread each.
+    completed_tx: tokio::sync::watch::Sender<u64>,
+    /// The highest ticket a committer waits for; the syncer thread sleeps on `wake`.
+    wanted: Mutex<u64>,
+    wake: Condvar,
+    /// Whether the syncer thread runs (if it could not start, committers sync themselves).
+    syncer: OnceLock<bool>,
+    /// Held by a test to hold the syncer back.
+    #[cfg(test)]
+    gate: Mutex<()>,
     /// fdatasyncs of segments run so far.
     syncs_run: AtomicU64,
     /// Set when a file was created or removed in `dir` (its fsync is the caller's business).
@@ -319,8 +325,14 @@ impl Segments {
                 ..Writer::default()
             }),
             index: Mutex::new(index),
-            syncs: Mutex::default(),
+            failed: Mutex::default(),
             completed: AtomicU64::new(0),
+            completed_tx: tokio::sync::watch::channel(0).0,
+            wanted: Mutex::new(0),
+            wake: Condvar::new(),
+            syncer: OnceLock::new(),
+            #[cfg(test)]
+            gate: Mutex::new(()),
             syncs_run: AtomicU64::new(0),
             dir_changed: Default::default(),
             problems,
@@ -358,8 +370,12 @@ impl Segments {
     }
 
     /// Appends a record and makes it durable. On success the message is in the index.
-    pub fn commit(
-        &self,
+    ///
+    /// The append runs on the caller's thread (a write into the page cache; opening a new
+    /// segment, once per 32 MiB or 5 minutes, also fsyncs the directory); the wait for the
+    /// fdatasync holds no thread: the syncer thread runs it for every waiting record at once.
+    pub async fn commit(
+        self: &Arc<Self>,
         id: &str,
         body: &[u8],
         env: &Envelope,
@@ -368,35 +384,93 @@ impl Segments {
         let rec = record(id, body, env_json);
         let (ticket, seq, off, file) = self.append(&rec)?;
         let body_off = off + (HEADER + id.len()) as u64;
-        {
-            // Counted live before the sync so an emptied, sealed segment is not deleted under it.
+        let mut done = self.completed_tx.subscribe();
+        self.request_sync(ticket);
+        // The sender lives in `self`, which the caller holds: this ends only at the ticket.
+        let _ = done.wait_for(|&c| c >= ticket).await;
+        let failed = lock(&self.failed)
+            .iter()
+            .any(|&(lo, hi)| ticket > lo && ticket <= hi);
+        if failed {
+            // Not acknowledged: the client gets a 4xx. The record may be on disk after all;
+            // its tombstone keeps a restart from delivering it (a lost one: a duplicate).
             let mut ix = lock(&self.index);
-            if let Some(s) = ix.segs.get_mut(&seq) {
-                s.live += 1;
+            self.write_tombstone(&mut ix, seq, id);
+            self.release(&mut ix, seq);
+            return Err(SpoolError::Io {
+                path: self.dir.join(seg_name(seq)),
+                source: std::io::Error::other("fdatasync of the segment failed"),
+            });
+        }
+        lock(&self.index).entries.insert(
+            id.to_string(),
+            Entry {
+                seq,
+                body_off,
+                env: Arc::new(env.clone()),
+                file,
+            },
+        );
+        Ok(())
+    }
+
+    /// Asks the syncer thread (started at the first commit) to cover ticket `t`.
+    fn request_sync(self: &Arc<Self>, t: u64) {
+        let threaded = *self.syncer.get_or_init(|| {
+            let weak = Arc::downgrade(self);
+            match std::thread::Builder::new()
+                .name("hopguard-spool-sync".into())
+                .spawn(move || syncer(weak))
+            {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the spool's sync thread; committing without it");
+                    false
+                }
+            }
+        });
+        if !threaded {
+            // Slower (one fdatasync per commit, on the caller's thread), never stuck.
+            self.sync_once();
+            return;
+        }
+        let mut wanted = lock(&self.wanted);
+        *wanted = (*wanted).max(t);
+        self.wake.notify_one();
+    }
+
+    /// One fdatasync of every segment written since the last one, covering every ticket handed
+    /// out before it started.
+    fn sync_once(&self) {
+        #[cfg(test)]
+        let _gate = lock(&self.gate);
+        let (covered, files) = {
+            let mut w = lock(&self.writer);
+            (w.ticket, std::mem::take(&mut w.unsynced))
+        };
+        let before = self.completed.load(Ordering::SeqCst);
+        self.syncs_run.fetch_add(1, Ordering::Relaxed);
+        let mut failed = None;
+        for f in &files {
+            if let Err(e) = f.sync_data() {
+                failed = Some(e);
             }
         }
-        match self.sync_to(ticket) {
-            Ok(()) => {
-                lock(&self.index).entries.insert(
-                    id.to_string(),
-                    Entry {
-                        seq,
-                        body_off,
-                        env: Arc::new(env.clone()),
-                        file,
-                    },
-                );
-                Ok(())
+        if let Some(e) = failed {
+            // Linux reports a writeback error once: everything written since the last good
+            // sync is suspect, and nothing more goes into those files.
+            lock(&self.failed).push((before, covered));
+            let mut w = lock(&self.writer);
+            if w.active
+                .as_ref()
+                .is_some_and(|a| files.iter().any(|f| Arc::ptr_eq(f, &a.file)))
+            {
+                self.seal_active(&mut w);
             }
-            Err(e) => {
-                // Not acknowledged: the client gets a 4xx. The record may be on disk after all;
-                // its tombstone keeps a restart from delivering it (a lost one: a duplicate).
-                let mut ix = lock(&self.index);
-                self.write_tombstone(&mut ix, seq, id);
-                self.release(&mut ix, seq);
-                Err(e)
-            }
+            tracing::error!(error = %e, "fdatasync of a spool segment failed");
         }
+        self.completed.store(covered, Ordering::SeqCst);
+        self.completed_tx.send_replace(covered);
     }
 
     /// Appends `rec` to the active segment (opening one if needed): (ticket, seq, offset, file).
@@ -456,6 +530,11 @@ impl Segments {
             return Err(io(&path)(e));
         }
         a.len += rec.len() as u64;
+        // Counted live under the writer lock, before anyone can seal the segment: an emptied,
+        // sealed segment is never deleted under a record being committed.
+        if let Some(s) = lock(&self.index).segs.get_mut(&seq) {
+            s.live += 1;
+        }
         if !w.unsynced.last().is_some_and(|f| Arc::ptr_eq(f, &file)) {
             w.unsynced.push(file.clone());
         }
@@ -485,52 +564,6 @@ impl Segments {
             .is_some_and(|a| a.opened.elapsed() >= SEAL_AGE)
         {
             self.seal_active(&mut w);
-        }
-    }
-
-    /// Waits until an fdatasync that started after ticket `t`'s write has succeeded.
-    fn sync_to(&self, t: u64) -> Result<(), SpoolError> {
-        let mut syncs = lock(&self.syncs);
-        loop {
-            if syncs.failed.iter().any(|&(lo, hi)| t > lo && t <= hi) {
-                return Err(SpoolError::Io {
-                    path: self.dir.clone(),
-                    source: std::io::Error::other("fdatasync of the segment failed"),
-                });
-            }
-            if self.completed.load(Ordering::SeqCst) >= t {
-                return Ok(());
-            }
-            // Lead a sync covering every append so far.
-            let (covered, files) = {
-                let mut w = lock(&self.writer);
-                (w.ticket, std::mem::take(&mut w.unsynced))
-            };
-            let before = self.completed.load(Ordering::SeqCst);
-            self.syncs_run.fetch_add(1, Ordering::Relaxed);
-            let mut failed = None;
-            for f in &files {
-                if let Err(e) = f.sync_data() {
-                    failed = Some(e);
-                }
-            }
-            match failed {
-                None => self.completed.store(covered, Ordering::SeqCst),
-                Some(e) => {
-                    // Linux reports a writeback error once: everything written since the last
-                    // good sync is suspect, and nothing more goes into those files.
-                    syncs.failed.push((before, covered));
-                    self.completed.store(covered, Ordering::SeqCst);
-                    let mut w = lock(&self.writer);
-                    if w.active
-                        .as_ref()
-                        .is_some_and(|a| files.iter().any(|f| Arc::ptr_eq(f, &a.file)))
-                    {
-                        self.seal_active(&mut w);
-                    }
-                    tracing::error!(error = %e, "fdatasync of a spool segment failed");
-                }
-            }
         }
     }
 
@@ -698,6 +731,26 @@ impl Segments {
     }
 }
 
+/// The sync thread: sleeps until a committer waits, then syncs. Ends once the spool is gone.
+fn syncer(weak: Weak<Segments>) {
+    loop {
+        let Some(segs) = weak.upgrade() else { return };
+        let due = {
+            let wanted = lock(&segs.wanted);
+            let (wanted, _) = segs
+                .wake
+                .wait_timeout_while(wanted, Duration::from_secs(1), |w| {
+                    *w <= segs.completed.load(Ordering::SeqCst)
+                })
+                .unwrap_or_else(|p| p.into_inner());
+            *wanted > segs.completed.load(Ordering::SeqCst)
+        };
+        if due {
+            segs.sync_once();
+        }
+    }
+}
+
 /// The ids in a tombstone file's bytes (whole lines only) and how many bytes they take.
 fn tombstones(bytes: &[u8]) -> (HashSet<&str>, u64) {
     let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
@@ -726,39 +779,53 @@ mod tests {
         e
     }
 
-    fn commit(segs: &Segments, id: &str, body: &[u8]) -> Result<(), SpoolError> {
+    async fn commit(segs: &Arc<Segments>, id: &str, body: &[u8]) -> Result<(), SpoolError> {
         let e = env(id, body.len() as u64);
         segs.commit(id, body, &e, &serde_json::to_vec(&e).unwrap())
+            .await
     }
 
-    #[test]
-    fn concurrent_commits_share_one_fdatasync() {
+    // The gate is held across awaits on purpose: it is what holds the sync thread back.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_one_fdatasync() {
         let d = tempfile::tempdir().unwrap();
         let segs = Arc::new(Segments::load(d.path(), true).unwrap());
-        // Hold the sync side so every commit has appended before any sync starts.
-        let gate = lock(&segs.syncs);
-        let threads: Vec<_> = (0..10)
+        // Hold the syncer back so every commit has appended before any sync starts.
+        let gate = lock(&segs.gate);
+        let tasks: Vec<_> = (0..10)
             .map(|i| {
                 let s = segs.clone();
-                std::thread::spawn(move || commit(&s, &format!("{:017X}", i + 1), b"body"))
+                tokio::spawn(async move { commit(&s, &format!("{:017X}", i + 1), b"body").await })
             })
             .collect();
         while lock(&segs.writer).ticket < 10 {
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             segs.envelopes().is_empty(),
             "nothing is visible before its sync"
         );
         drop(gate);
-        for t in threads {
-            t.join().unwrap().unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
         }
         assert_eq!(segs.syncs_run.load(Ordering::SeqCst), 1);
         assert_eq!(segs.envelopes().len(), 10);
-        // Each later commit alone gets its own.
-        commit(&segs, "0000000000000000B", b"x").unwrap();
+        // A later commit alone gets its own.
+        commit(&segs, "0000000000000000B", b"x").await.unwrap();
         assert_eq!(segs.syncs_run.load(Ordering::SeqCst), 2);
+        // Dropping the spool's segments ends the sync thread (it holds only a weak reference).
+        let weak = Arc::downgrade(&segs);
+        drop(segs);
+        for _ in 0..300 {
+            if weak.upgrade().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the sync thread keeps the segments alive");
     }
 
     #[test]
