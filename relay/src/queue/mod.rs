@@ -370,6 +370,10 @@ impl Queue {
         let copy = env.clone();
         match tokio::task::spawn_blocking(move || spool.update(&copy)).await {
             Ok(Ok(())) => {}
+            Ok(Err(crate::spool::SpoolError::NotFound(_))) => {
+                info!(queue_id = %env.id, "message deleted during its delivery attempt");
+                return false;
+            }
             Ok(Err(e)) => error!(queue_id = %env.id, error = %e, "cannot update envelope"),
             Err(e) => error!(queue_id = %env.id, error = %e, "cannot update envelope"),
         }

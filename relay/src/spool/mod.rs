@@ -154,7 +154,9 @@ impl OpenMessage {
     /// The first `size` bytes of the message; fewer if the stored copy is short (blocking).
     pub fn read(&self, size: u64) -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
-        let mut out = vec![0u8; usize::try_from(size).unwrap_or(usize::MAX)];
+        // Never more than the file holds (a corrupt envelope could claim anything).
+        let there = self.file.metadata()?.len().saturating_sub(self.offset);
+        let mut out = vec![0u8; usize::try_from(size.min(there)).unwrap_or(usize::MAX)];
         let mut got = 0usize;
         while got < out.len() {
             match self.file.read_at(&mut out[got..], self.offset + got as u64) {
@@ -518,6 +520,11 @@ impl Spool {
             return Err(SpoolError::NotFound(env.id.clone()));
         }
         if let Some(entry) = self.segs.get(&env.id) {
+            // An operator may have deleted it meanwhile (a tombstone the relay has not read):
+            // moving it out now would bring it back.
+            if self.lock.is_some() && self.segs.removed_by_command(&env.id) {
+                return Err(SpoolError::NotFound(env.id.clone()));
+            }
             return self.move_out(env, &entry);
         }
         let tmp = unique_tmp(&self.root, &env.id, "env");
@@ -531,6 +538,11 @@ impl Spool {
         }
         let dst = self.env_path(&env.id);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+        if !self.msg_path(&env.id).exists() {
+            // Removed while we wrote (an operator command): an envelope alone is no message.
+            let _ = std::fs::remove_file(&dst);
+            return Err(SpoolError::NotFound(env.id.clone()));
+        }
         self.dir_sync.sync(&self.queue_dir())
     }
 
@@ -570,7 +582,12 @@ impl Spool {
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
         self.dir_sync.sync(&self.queue_dir())?;
         // The message file wins from here on; the tombstone only lets the segment go.
-        self.segs.remove(&env.id);
+        if !self.segs.remove(&env.id) {
+            // An operator's tombstone was applied meanwhile (a rescan): honour it.
+            let _ = std::fs::remove_file(&dst);
+            self.dir_sync.pending.store(true, Ordering::SeqCst);
+            return Err(SpoolError::NotFound(env.id.clone()));
+        }
         Ok(())
     }
 

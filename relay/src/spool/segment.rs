@@ -164,9 +164,11 @@ fn done_name(seq: u64) -> String {
 /// The sequence number of a segment or tombstone file name.
 pub(super) fn seq_of(name: &str, ext: &str) -> Option<u64> {
     let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
-    (stem.len() == 16)
-        .then(|| u64::from_str_radix(stem, 16).ok())
-        .flatten()
+    let ours = stem.len() == 16
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b));
+    ours.then(|| u64::from_str_radix(stem, 16).ok()).flatten()
 }
 
 /// A message held in a segment.
@@ -236,9 +238,11 @@ pub(super) struct Segments {
     wake: Condvar,
     /// Whether the syncer thread runs (if it could not start, committers sync themselves).
     syncer: OnceLock<bool>,
-    /// Held by a test to hold the syncer back.
+    /// Held by a test to hold the syncer back (before its snapshot, after it).
     #[cfg(test)]
     gate: Mutex<()>,
+    #[cfg(test)]
+    gate_after_snapshot: Mutex<()>,
     /// fdatasyncs of segments run so far.
     syncs_run: AtomicU64,
     /// Set when a file was created or removed in `dir` (its fsync is the caller's business).
@@ -258,6 +262,7 @@ impl Segments {
         let mut seqs = Vec::new();
         let mut dones = Vec::new();
         let mut own_files: HashSet<String> = HashSet::new();
+        let mut late_tombstones: Vec<(u64, Vec<String>)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -272,10 +277,17 @@ impl Segments {
         seqs.sort_unstable();
         let mut next_seq = 1;
         for &seq in &seqs {
-            next_seq = next_seq.max(seq + 1);
+            next_seq = next_seq.max(seq.saturating_add(1));
             let path = dir.join(seg_name(seq));
-            let file = File::open(&path).map_err(io(&path))?;
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            // Read through the descriptor the index keeps. A running relay may delete an
+            // emptied segment between the listing and here (operator commands): skip it.
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(io(&path))?;
             let parsed = parse(&path, &bytes);
             if let Some(at) = parsed.junk_at {
                 tracing::warn!(segment = %path.display(), offset = at, bytes = bytes.len() as u64 - at,
@@ -292,8 +304,15 @@ impl Segments {
             let (gone, done_read) = tombstones(&done_bytes);
             let file = Arc::new(file);
             let mut live = 0;
+            let mut shadowed = Vec::new();
             for r in parsed.records {
-                if gone.contains(r.id.as_str()) || own_files.contains(&r.id) {
+                if gone.contains(r.id.as_str()) {
+                    continue;
+                }
+                if own_files.contains(&r.id) {
+                    // A move out interrupted before its tombstone: the file wins, and the
+                    // record is tombstoned now, or it would come back once the file is gone.
+                    shadowed.push(r.id);
                     continue;
                 }
                 live += 1;
@@ -317,6 +336,9 @@ impl Segments {
                     done_read,
                 },
             );
+            if clean {
+                late_tombstones.push((seq, shadowed));
+            }
         }
         let segs = Self {
             dir: dir.to_owned(),
@@ -333,11 +355,21 @@ impl Segments {
             syncer: OnceLock::new(),
             #[cfg(test)]
             gate: Mutex::new(()),
+            #[cfg(test)]
+            gate_after_snapshot: Mutex::new(()),
             syncs_run: AtomicU64::new(0),
             dir_changed: Default::default(),
             problems,
         };
         if clean {
+            {
+                let mut ix = lock(&segs.index);
+                for (seq, ids) in late_tombstones {
+                    for id in ids {
+                        segs.write_tombstone(&mut ix, seq, &id);
+                    }
+                }
+            }
             for seq in dones {
                 if !seqs.contains(&seq) {
                     let _ = std::fs::remove_file(dir.join(done_name(seq)));
@@ -448,6 +480,8 @@ impl Segments {
             let mut w = lock(&self.writer);
             (w.ticket, std::mem::take(&mut w.unsynced))
         };
+        #[cfg(test)]
+        drop(lock(&self.gate_after_snapshot));
         let before = self.completed.load(Ordering::SeqCst);
         self.syncs_run.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
@@ -456,17 +490,16 @@ impl Segments {
                 failed = Some(e);
             }
         }
+        let mut covered = covered;
         if let Some(e) = failed {
-            // Linux reports a writeback error once: everything written since the last good
-            // sync is suspect, and nothing more goes into those files.
-            lock(&self.failed).push((before, covered));
+            // Linux reports a writeback error once: a later fdatasync of the same file may
+            // succeed without the lost pages. So every record appended so far is refused —
+            // also those appended while this sync ran, which a reader could never reach past
+            // the hole — and nothing more goes into the segment (sealed under the same lock).
             let mut w = lock(&self.writer);
-            if w.active
-                .as_ref()
-                .is_some_and(|a| files.iter().any(|f| Arc::ptr_eq(f, &a.file)))
-            {
-                self.seal_active(&mut w);
-            }
+            covered = covered.max(w.ticket);
+            lock(&self.failed).push((before, covered));
+            self.seal_active(&mut w);
             tracing::error!(error = %e, "fdatasync of a spool segment failed");
         }
         self.completed.store(covered, Ordering::SeqCst);
@@ -649,8 +682,18 @@ impl Segments {
         let path = self.dir.join(seg_name(seq));
         if ix.damaged.remove(&seq) {
             let corrupt = self.dir.with_file_name("corrupt");
-            let moved = std::fs::create_dir_all(&corrupt)
-                .and_then(|()| std::fs::rename(&path, corrupt.join(seg_name(seq))));
+            // Sequence numbers can come again after a restart: never rename over an earlier one.
+            let target = (0..1000)
+                .map(|n| match n {
+                    0 => corrupt.join(seg_name(seq)),
+                    n => corrupt.join(format!("{}.{n}", seg_name(seq))),
+                })
+                .find(|p| !p.exists())
+                .unwrap_or_else(|| {
+                    corrupt.join(format!("{}.{}", seg_name(seq), std::process::id()))
+                });
+            let moved =
+                std::fs::create_dir_all(&corrupt).and_then(|()| std::fs::rename(&path, &target));
             match moved {
                 Ok(()) => {
                     tracing::warn!(segment = %path.display(), to = %corrupt.display(), "damaged spool segment set aside")
@@ -669,21 +712,28 @@ impl Segments {
 
     /// Fdatasyncs tombstone files written since the last call.
     pub fn sync_tombstones(&self) -> Result<(), SpoolError> {
-        let files: Vec<Arc<File>> = {
+        let files: Vec<(u64, Arc<File>)> = {
             let mut ix = lock(&self.index);
             ix.segs
-                .values_mut()
-                .filter_map(|s| {
+                .iter_mut()
+                .filter_map(|(&seq, s)| {
                     std::mem::take(&mut s.done_dirty)
-                        .then(|| s.done.clone())
+                        .then(|| s.done.clone().map(|f| (seq, f)))
                         .flatten()
                 })
                 .collect()
         };
-        for f in files {
-            f.sync_data().map_err(io(&self.dir))?;
+        let mut result = Ok(());
+        for (seq, f) in files {
+            if let Err(e) = f.sync_data() {
+                // Tried again at the next call.
+                if let Some(s) = lock(&self.index).segs.get_mut(&seq) {
+                    s.done_dirty = true;
+                }
+                result = Err(io(&self.dir.join(done_name(seq)))(e));
+            }
         }
-        Ok(())
+        result
     }
 
     /// Applies tombstones other processes (operator commands) appended since the last call.
@@ -714,6 +764,13 @@ impl Segments {
                 }
             }
         }
+    }
+
+    /// Whether an operator command tombstoned `id` since the relay last looked (reads the new
+    /// lines of its segment's `.done`); if so, the relay's index forgets it too.
+    pub fn removed_by_command(&self, id: &str) -> bool {
+        self.refresh_tombstones();
+        !self.contains(id)
     }
 
     /// Appends a tombstone for `id` from an operator command (no index of the relay to update:
@@ -857,6 +914,58 @@ mod tests {
         assert_eq!((p.records.len(), p.bad.len()), (0, 1));
     }
 
+    /// A descriptor whose fdatasync fails (EINVAL), standing in for a writeback error.
+    fn unsyncable() -> Arc<File> {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        Arc::new(File::from(std::os::fd::OwnedFd::from(a)))
+    }
+
+    // The gates are held across awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fdatasync_refuses_every_record_appended_before_it_ended() {
+        let d = tempfile::tempdir().unwrap();
+        let segs = Arc::new(Segments::load(d.path(), true).unwrap());
+        commit(&segs, "0000000000000000A", b"before").await.unwrap();
+        let first = lock(&segs.writer).active.as_ref().unwrap().seq;
+        let gate = lock(&segs.gate);
+        let s = segs.clone();
+        let b = tokio::spawn(async move { commit(&s, "0000000000000000B", b"b").await });
+        while lock(&segs.writer).ticket < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        lock(&segs.writer).unsynced.insert(0, unsyncable());
+        // The syncer takes its snapshot (A's and B's segment, the failing file) and stops.
+        let after = lock(&segs.gate_after_snapshot);
+        drop(gate);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // C is appended while that sync runs (same segment, after the snapshot).
+        let s = segs.clone();
+        let c = tokio::spawn(async move { commit(&s, "0000000000000000C", b"c").await });
+        while lock(&segs.writer).ticket < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(after);
+        assert!(b.await.unwrap().is_err(), "B refused");
+        assert!(
+            c.await.unwrap().is_err(),
+            "C refused: nothing is acknowledged behind a hole"
+        );
+        assert!(
+            lock(&segs.writer).active.is_none(),
+            "the segment takes nothing more"
+        );
+        commit(&segs, "0000000000000000D", b"d").await.unwrap();
+        let d_seq = segs.get("0000000000000000D").unwrap().seq;
+        assert_ne!(d_seq, first, "a new segment");
+        segs.sync_tombstones().unwrap();
+        drop(segs);
+        let segs = Segments::load(d.path(), true).unwrap();
+        let mut ids: Vec<String> = segs.envelopes().into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, ["0000000000000000A", "0000000000000000D"]);
+    }
+
     #[test]
     fn tombstones_read_whole_lines_only() {
         let (ids, used) = tombstones(b"0000000000000000A\n0000000000000000B\n00000");
@@ -866,5 +975,11 @@ mod tests {
         assert_eq!(seq_of("00000000000000FF.seg", "seg"), Some(255));
         assert_eq!(seq_of("00000000000000FF.done", "seg"), None);
         assert_eq!(seq_of("FF.seg", "seg"), None);
+        assert_eq!(
+            seq_of("00000000000000ff.seg", "seg"),
+            None,
+            "not a name we write"
+        );
+        assert_eq!(seq_of("+00000000000000F.seg", "seg"), None);
     }
 }

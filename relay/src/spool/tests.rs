@@ -559,3 +559,73 @@ async fn large_messages_and_the_files_only_layout_keep_a_file_per_message() {
     assert!(d.path().join(format!("queue/{small}.msg")).exists());
     assert!(queue_files(&d, "seg").is_empty());
 }
+
+#[tokio::test]
+async fn an_operator_delete_is_not_undone_by_the_relays_next_envelope_update() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "to be deleted").await;
+    let mut e = spool.load(&id).unwrap(); // an attempt under way
+    let op = Spool::attach(d.path()).unwrap();
+    op.remove(&id).unwrap();
+    e.attempts = 1;
+    // The deferral's save: the relay has not rescanned yet.
+    assert!(matches!(spool.update(&e), Err(SpoolError::NotFound(_))));
+    assert!(spool.scan().unwrap().0.is_empty());
+    assert!(!d.path().join(format!("queue/{id}.msg")).exists());
+    // The same for a message with a file of its own.
+    let id = put(&spool, "deferred").await;
+    e.id = id.clone();
+    spool.update(&e).unwrap();
+    let op = Spool::attach(d.path()).unwrap();
+    op.remove(&id).unwrap();
+    assert!(matches!(spool.update(&e), Err(SpoolError::NotFound(_))));
+    assert!(!d.path().join(format!("queue/{id}.env")).exists());
+}
+
+#[tokio::test]
+async fn a_message_delivered_after_an_interrupted_move_out_stays_delivered() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "body").await;
+    let other = put(&spool, "keeps the segment").await;
+    let mut e = spool.load(&id).unwrap();
+    e.attempts = 5;
+    let mut file = b"body".to_vec();
+    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
+    // A crash after the move's rename, before its tombstone.
+    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    assert_eq!(spool.scan().unwrap().0.len(), 2);
+    spool.remove_delivered(&id).unwrap();
+    spool.sync_pending().unwrap();
+    drop(spool);
+    let spool = Spool::open(d.path()).unwrap();
+    let ids: Vec<String> = spool.scan().unwrap().0.into_iter().map(|e| e.id).collect();
+    assert_eq!(ids, [other], "{id} was delivered already");
+}
+
+#[tokio::test]
+async fn a_segment_deleted_while_a_command_attaches_is_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    put(&spool, "x").await;
+    // Listed, then gone before it is opened (a dangling name stands for the race).
+    std::os::unix::fs::symlink(
+        d.path().join("queue/gone"),
+        d.path().join("queue/0000000000000000.seg"),
+    )
+    .unwrap();
+    let op = Spool::attach(d.path()).unwrap();
+    assert_eq!(op.scan().unwrap().0.len(), 1);
+}
+
+#[test]
+fn a_stray_file_name_does_not_stop_the_relay() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("queue")).unwrap();
+    std::fs::write(d.path().join("queue/00000000000000ff.seg"), b"").unwrap();
+    std::fs::write(d.path().join("queue/FFFFFFFFFFFFFFFF.seg"), b"").unwrap();
+    assert!(Spool::open(d.path()).is_ok());
+}
