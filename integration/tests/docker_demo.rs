@@ -2,13 +2,23 @@
 //! no container engine, so the images are never built here, but every other file the demo ships
 //! is read or run.
 //!
-//! - `compose_file_is_consistent`: compose.yaml is valid YAML; every bind-mounted file, build
-//!   context, Dockerfile and target exists; named volumes are declared; addresses are fixed and
-//!   unique; host ports are on 127.0.0.1; the Dockerfile copies every workspace member and the
-//!   top-level .dockerignore keeps target/ out; each relay's config listens on its own service's
-//!   address and names only addresses and ports of demo services; Prometheus scrapes exactly the
-//!   relays' metrics endpoints with the project's rules (`promtool check config`); Grafana gets
-//!   the project's dashboard provider and dashboards; the scripts parse (`bash -n`).
+//! The structure, without running anything but `promtool` and `bash -n`:
+//! - `compose_services_are_consistent`: compose.yaml is valid YAML; every bind-mounted file,
+//!   build context, Dockerfile and build target exists; named volumes are declared; each service
+//!   on the network has a fixed address of its own in the subnet; host ports are on 127.0.0.1
+//!   only; paths the commands and environments name under a bind mount exist.
+//! - `dockerfile_copies_the_workspace`: every COPY source exists, every workspace member of
+//!   Cargo.toml is copied, and the top-level .dockerignore keeps target/ out.
+//! - `relay_configs_agree_with_compose`: each docker/config file is mounted by a relay, listens
+//!   (SMTP and metrics) on that relay's address, keeps its certificates on mounts and its spool
+//!   on a named volume, and names only addresses and ports of demo services.
+//! - `prometheus_scrapes_the_relays_with_the_project_rules`: exactly the relays' metrics
+//!   endpoints, dashboards/prometheus/rules.yml loaded, `promtool check config` passes.
+//! - `grafana_gets_the_project_dashboards`: the data source is the Prometheus service; the
+//!   project's dashboard provider and dashboards are mounted where the provider looks.
+//! - `demo_scripts_parse`: `bash -n` on docker/*.sh.
+//!
+//! And running things:
 //! - `every_docker_config_passes_config_check`: `hopguard config check` on every
 //!   docker/config/*.yaml, with certificates made by docker/demo-ca.sh.
 //! - `two_providers_relay_over_verified_tls`: the demo's topology on loopback. demo-ca.sh makes
@@ -277,6 +287,18 @@ impl Compose {
         Ok(out)
     }
 
+    /// The repository file or directory bind-mounted at `target` in `service`.
+    fn bind_source(&self, service: &str, target: &str) -> Result<PathBuf> {
+        self.mounts(service)?
+            .into_iter()
+            .find(|m| m.target == target)
+            .and_then(|m| match m.source {
+                Source::Bind(p) => Some(p),
+                Source::Volume(_) => None,
+            })
+            .with_context(|| format!("service {service}: no file bind-mounted at {target}"))
+    }
+
     /// Services whose image starts with `prefix` (e.g. `axllent/mailpit`).
     fn with_image(&self, prefix: &str) -> Result<Vec<String>> {
         let mut out = Vec::new();
@@ -489,7 +511,7 @@ fn run_service(
 }
 
 #[test]
-fn compose_file_is_consistent() -> Result<()> {
+fn compose_services_are_consistent() -> Result<()> {
     let root = workspace_root();
     let docker = docker_dir();
     let compose = Compose::load()?;
@@ -505,7 +527,7 @@ fn compose_file_is_consistent() -> Result<()> {
     let (net, prefix) = subnet.split_once('/').context("subnet without /len")?;
     ensure!(prefix == "24", "the demo subnet is a /24: {subnet}");
     let net: Ipv4Addr = net.parse()?;
-    let ips = compose.ips()?;
+    compose.ips()?; // unique addresses
 
     for (name, svc) in compose.services()? {
         compose.image(name)?;
@@ -580,16 +602,25 @@ fn compose_file_is_consistent() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
 
-    // The Dockerfile copies every workspace member; .dockerignore keeps target/ out.
-    let dockerfile = read(&docker.join("Dockerfile"))?;
+#[test]
+fn dockerfile_copies_the_workspace() -> Result<()> {
+    let root = workspace_root();
+    let dockerfile = read(&docker_dir().join("Dockerfile"))?;
     let mut copied = BTreeSet::new();
     for line in dockerfile.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.first() != Some(&"COPY") || words.iter().any(|w| w.starts_with("--")) {
+        if words.first() != Some(&"COPY") || words.iter().any(|w| w.starts_with("--from")) {
             continue;
         }
-        for src in &words[1..words.len() - 1] {
+        let args: Vec<&str> = words[1..]
+            .iter()
+            .copied()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        for src in args.iter().take(args.len().saturating_sub(1)) {
             ensure!(
                 root.join(src).exists(),
                 "Dockerfile copies {src}, which does not exist"
@@ -598,11 +629,12 @@ fn compose_file_is_consistent() -> Result<()> {
         }
     }
     let cargo = read(&root.join("Cargo.toml"))?;
-    let members_line = cargo
-        .lines()
-        .find(|l| l.trim_start().starts_with("members"))
+    let members_list = cargo
+        .split_once("members")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
         .context("Cargo.toml: no members")?;
-    let members: Vec<&str> = members_line
+    let members: Vec<&str> = members_list
         .split('"')
         .skip(1)
         .step_by(2)
@@ -622,11 +654,17 @@ fn compose_file_is_consistent() -> Result<()> {
             .any(|l| l.trim().trim_end_matches('/') == "target"),
         ".dockerignore must exclude target/"
     );
+    Ok(())
+}
 
+#[test]
+fn relay_configs_agree_with_compose() -> Result<()> {
+    let compose = Compose::load()?;
+    let ips = compose.ips()?;
     // Every docker/config file is some relay's configuration.
     let relays = compose.relays()?;
     let mut configs = BTreeSet::new();
-    for e in std::fs::read_dir(docker.join("config"))? {
+    for e in std::fs::read_dir(docker_dir().join("config"))? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
             configs.insert(p.canonicalize()?);
@@ -641,7 +679,6 @@ fn compose_file_is_consistent() -> Result<()> {
     // Each relay's config against compose: its own address, mounted paths, demo next hops.
     let cfgs = relay_configs(&compose)?;
     let mailstores = compose.with_image("axllent/mailpit")?;
-    let mut metrics_targets = BTreeSet::new();
     for (name, cfg) in &cfgs {
         let ip = compose.ip(name)?.context("relay without address")?;
         let (listen, metrics) = listener_and_metrics(cfg)?;
@@ -649,7 +686,6 @@ fn compose_file_is_consistent() -> Result<()> {
             listen.0 == ip && metrics.0 == ip,
             "relay {name}: listens on {listen:?} / metrics on {metrics:?}, its address is {ip}"
         );
-        metrics_targets.insert(format!("{}:{}", metrics.0, metrics.1));
         let mounts = compose.mounts(name)?;
         let under_mount = |p: &str| {
             mounts
@@ -707,21 +743,24 @@ fn compose_file_is_consistent() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
 
-    // Prometheus: scrapes exactly the relays, loads the project's rules, passes promtool.
+#[test]
+fn prometheus_scrapes_the_relays_with_the_project_rules() -> Result<()> {
+    let root = workspace_root();
+    let compose = Compose::load()?;
+    let mut metrics_targets = BTreeSet::new();
+    for cfg in relay_configs(&compose)?.values() {
+        let (ip, port) = listener_and_metrics(cfg)?.1;
+        metrics_targets.insert(format!("{ip}:{port}"));
+    }
     let prom = only(
         compose.with_image("prom/prometheus")?,
         "prom/prometheus service",
     )?;
     let prom_mounts = compose.mounts(&prom)?;
-    let prom_config = prom_mounts
-        .iter()
-        .find(|m| m.target == "/etc/prometheus/prometheus.yml")
-        .and_then(|m| match &m.source {
-            Source::Bind(p) => Some(p.clone()),
-            Source::Volume(_) => None,
-        })
-        .context("prometheus: no prometheus.yml mounted")?;
+    let prom_config = compose.bind_source(&prom, "/etc/prometheus/prometheus.yml")?;
     let pc = yaml_file(&prom_config)?;
     let mut scraped = BTreeSet::new();
     for job in pc["scrape_configs"].as_array().into_iter().flatten() {
@@ -758,24 +797,22 @@ fn compose_file_is_consistent() -> Result<()> {
         "promtool check config:\n{}",
         output_text(&out)
     );
+    Ok(())
+}
 
-    // Grafana: the demo data source points at the Prometheus service; the project's provider
-    // and dashboards are mounted where the provider looks.
+#[test]
+fn grafana_gets_the_project_dashboards() -> Result<()> {
+    let root = workspace_root();
+    let compose = Compose::load()?;
+    let prom = only(
+        compose.with_image("prom/prometheus")?,
+        "prom/prometheus service",
+    )?;
     let grafana = only(
         compose.with_image("grafana/grafana")?,
         "grafana/grafana service",
     )?;
-    let g_mounts = compose.mounts(&grafana)?;
-    let bind_dir = |target: &str| -> Result<PathBuf> {
-        g_mounts
-            .iter()
-            .find(|m| m.target == target)
-            .and_then(|m| match &m.source {
-                Source::Bind(p) => Some(p.clone()),
-                Source::Volume(_) => None,
-            })
-            .with_context(|| format!("grafana: nothing mounted at {target}"))
-    };
+    let bind_dir = |target: &str| compose.bind_source(&grafana, target);
     let ds_dir = bind_dir("/etc/grafana/provisioning/datasources")?;
     let mut urls = Vec::new();
     for e in std::fs::read_dir(&ds_dir)? {
@@ -812,8 +849,12 @@ fn compose_file_is_consistent() -> Result<()> {
             );
         }
     }
+    Ok(())
+}
 
-    for e in std::fs::read_dir(&docker)? {
+#[test]
+fn demo_scripts_parse() -> Result<()> {
+    for e in std::fs::read_dir(docker_dir())? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "sh") {
             bash_syntax_ok(&p)?;
@@ -879,6 +920,7 @@ fn two_providers_relay_over_verified_tls() -> Result<()> {
     // The mail stores: Postfix in mailpit's place, for the domains the relays route to it.
     let cfgs = relay_configs(&compose)?;
     let mut stores: BTreeMap<String, Postfix> = BTreeMap::new();
+    let mut store_of_domain: BTreeMap<String, String> = BTreeMap::new();
     for name in compose.with_image("axllent/mailpit")? {
         let ip = compose.ip(&name)?.context("mail store without address")?;
         let env = compose.env(&name)?;
@@ -894,6 +936,7 @@ fn two_providers_relay_over_verified_tls() -> Result<()> {
         for cfg in cfgs.values() {
             for (domain, hop, tls_name) in fixed_routes(cfg)? {
                 if ip_port(&hop, 25)?.0 == ip {
+                    store_of_domain.insert(domain.clone(), name.clone());
                     domains.push(domain);
                     hostname = hostname.or(tls_name);
                 }
@@ -968,20 +1011,9 @@ fn two_providers_relay_over_verified_tls() -> Result<()> {
         .collect::<Result<_>>()?;
     for (from, to) in &sent {
         let to_domain = to.rsplit('@').next().unwrap_or_default();
-        let store = stores
-            .iter()
-            .find(|(name, _)| {
-                cfgs.values().any(|c| {
-                    fixed_routes(c).is_ok_and(|routes| {
-                        routes.iter().any(|(d, hop, _)| {
-                            d == to_domain
-                                && ip_port(hop, 25).ok().map(|h| h.0)
-                                    == compose.ip(name).ok().flatten()
-                        })
-                    })
-                })
-            })
-            .map(|(_, pf)| pf)
+        let store = store_of_domain
+            .get(to_domain)
+            .and_then(|name| stores.get(name))
             .with_context(|| format!("no mail store for {to}"))?;
         let msg = store
             .wait_for_message(
