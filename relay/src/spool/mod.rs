@@ -38,8 +38,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     #[error("spool I/O on {path}: {source}")]
@@ -702,7 +700,7 @@ pub struct Incoming {
     /// Bytes not yet in the data file.
     buf: Vec<u8>,
     /// The data file, once the message outgrew `SPILL`.
-    file: Option<tokio::fs::File>,
+    file: Option<std::fs::File>,
     written: u64,
     /// Committed: the data file belongs to the queue now.
     done: bool,
@@ -721,17 +719,29 @@ impl Incoming {
         self.buf.extend_from_slice(data);
         self.written += data.len() as u64;
         if self.buf.len() >= SPILL {
-            let file = match &mut self.file {
-                Some(f) => f,
-                None => {
-                    let f = tokio::fs::File::create(&self.path)
-                        .await
-                        .map_err(io(&self.path))?;
-                    self.file.insert(f)
-                }
-            };
-            file.write_all(&self.buf).await.map_err(io(&self.path))?;
-            self.buf.clear();
+            // The buffer itself goes to the blocking write and comes back emptied: no copy,
+            // no new allocation.
+            let file = self.file.take();
+            let buf = std::mem::take(&mut self.buf);
+            let path = self.path.clone();
+            let (file, buf) = tokio::task::spawn_blocking(
+                move || -> std::io::Result<(std::fs::File, Vec<u8>)> {
+                    let mut f = match file {
+                        Some(f) => f,
+                        None => std::fs::File::create(&path)?,
+                    };
+                    f.write_all(&buf)?;
+                    let mut buf = buf;
+                    buf.clear();
+                    Ok((f, buf))
+                },
+            )
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(io(&self.path))?;
+            self.file = Some(file);
+            self.buf = buf;
         }
         Ok(())
     }
@@ -742,14 +752,7 @@ impl Incoming {
     pub async fn commit(mut self, mut env: Envelope) -> Result<Committed, SpoolError> {
         env.id = self.id.clone();
         env.size = self.written;
-        let file = match self.file.take() {
-            Some(mut f) => {
-                // Surfaces the errors of writes still in flight.
-                f.flush().await.map_err(io(&self.path))?;
-                Some(f.into_std().await)
-            }
-            None => None,
-        };
+        let file = self.file.take();
         let spool = self.spool.clone();
         let id = self.id.clone();
         let tmp = self.path.clone();
