@@ -329,7 +329,8 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
     // TLS-RPT: once a day, shortly after midnight UTC, the previous day's reports.
     {
         let cfg = config.clone();
-        let spool = Spool::attach(&config.spool_dir)?;
+        // The relay's own spool: report mails are committed like any other message.
+        let spool = spool.clone();
         let dns = outbound.dns.clone();
         let m = metrics.clone();
         let queue = queue.clone();
