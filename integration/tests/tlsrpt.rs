@@ -51,6 +51,8 @@ fn daily_reports_reach_the_rua_with_the_right_counts() -> Result<()> {
     let mut cfg = w.relay_config();
     cfg.min_backoff = "1h".into();
     cfg.max_backoff = "2h".into();
+    // Failed POSTs are tried again from a second on (doubling).
+    cfg.extra.push_str("tlsrpt:\n  retry_after: 1s\n");
     let hg = w.start_relay(&cfg)?;
     let a = marker("rpt-a");
     let b = marker("rpt-b");
@@ -187,11 +189,58 @@ fn daily_reports_reach_the_rua_with_the_right_counts() -> Result<()> {
         text.contains("certificate"),
         "not a certificate failure: {text}"
     );
+    ensure!(
+        text.contains("(a running relay tries again)"),
+        "the failure is not kept for retry: {text}"
+    );
+    let retry_dir = cfg.spool_dir.join("tlsrpt").join("retry");
+    ensure!(
+        std::fs::read_dir(&retry_dir)?.count() == 1,
+        "no retry file in {}",
+        retry_dir.display()
+    );
+    // The running relay keeps trying; while the certificate is wrong, nothing is stored.
+    std::thread::sleep(Duration::from_secs(3));
     let stored = wrong.posts()?;
     ensure!(
         stored.is_empty(),
         "the receiver with the wrong certificate stored {stored:?}\n{}",
         wrong.log()
     );
+    ensure!(
+        hg.log()
+            .contains("TLS-RPT report not delivered; tried again later"),
+        "no retry seen:\n{}",
+        hg.log()
+    );
+    // The receiver is right again: the relay's next retry delivers the same report, once.
+    drop(wrong);
+    let sink = PostSink::start(&w.dir.sub("tlsrpt-web-again")?, w.addrs.rua_web, &web_cert)?;
+    let posts = wait_until(
+        "the report POSTed on retry",
+        Duration::from_secs(60),
+        || {
+            let p = sink.posts()?;
+            Ok((!p.is_empty()).then_some(p))
+        },
+    )
+    .with_context(|| hg.log())?;
+    let again: serde_json::Value =
+        serde_json::from_slice(&decode("gzip", &["-dc"], &posts[0].body)?)?;
+    ensure!(
+        again["report-id"] == posted["report-id"]
+            && again["policies"][0]["summary"] == posted["policies"][0]["summary"],
+        "not the same report: {again} vs {posted}"
+    );
+    ensure!(
+        hg.log().contains("TLS-RPT report posted on retry"),
+        "{}",
+        hg.log()
+    );
+    wait_until("the retry file to go", Duration::from_secs(10), || {
+        Ok((std::fs::read_dir(&retry_dir)?.count() == 0).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(3));
+    ensure!(sink.posts()?.len() == 1, "posted more than once");
     Ok(())
 }

@@ -376,6 +376,29 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
         });
     }
 
+    // Retries of failed https: TLS-RPT POSTs (kept in spool_dir/tlsrpt/retry/).
+    {
+        let dns = outbound.dns.clone();
+        let m = metrics.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let loaded = shared.loaded();
+                let every = loaded
+                    .config
+                    .tlsrpt
+                    .retry_after
+                    .0
+                    .min(std::time::Duration::from_secs(60));
+                tokio::time::sleep(every).await;
+                let loaded = shared.loaded();
+                let pkix = crate::evidence::tlsrpt_https::pkix_config(&loaded.outbound_tls);
+                let n = retry_tlsrpt_posts(&loaded.config, &dns, pkix).await;
+                m.tlsrpt_reports.inc_by(n as u64);
+            }
+        });
+    }
+
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
@@ -528,6 +551,51 @@ fn tlsrpt_send(config: Option<&Path>, day: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One round of TLS-RPT POST retries (the relay, every minute): every waiting report that is
+/// due is rebuilt from the day's stored counts and POSTed again. Returns the number posted.
+pub async fn retry_tlsrpt_posts(cfg: &Config, dns: &Dns, pkix: Arc<rustls::ClientConfig>) -> usize {
+    use crate::evidence::{tlsrpt, tlsrpt_retry};
+    let now = chrono::Utc::now().timestamp();
+    let mut posted = 0;
+    let store = cfg.spool_dir.join("tlsrpt");
+    for (path, p) in tlsrpt_retry::due(&cfg.spool_dir, now) {
+        let Some(data) = tlsrpt::TlsRptStore::load(&store, &p.day, &p.domain) else {
+            warn!(day = %p.day, domain = %p.domain, "TLS-RPT retry dropped: the day's counts are gone");
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        let json = tlsrpt::report_json(&cfg.hostname, &p.day, &p.domain, &data);
+        let gz = tlsrpt::gzip_stored(json.to_string().as_bytes());
+        match crate::evidence::tlsrpt_https::post_report(dns, pkix.clone(), &p.url, &gz).await {
+            Ok(code) => {
+                info!(day = %p.day, domain = %p.domain, url = %p.url, http = code, attempts = p.attempts + 1,
+                      "TLS-RPT report posted on retry");
+                let _ = std::fs::remove_file(&path);
+                posted += 1;
+            }
+            Err(e) => {
+                let (day, domain, url) = (p.day.clone(), p.domain.clone(), p.url.clone());
+                let dropped = tlsrpt_retry::failed_again(
+                    &path,
+                    p,
+                    &e.to_string(),
+                    chrono::Utc::now().timestamp(),
+                    cfg.tlsrpt.retry_after.0,
+                    cfg.tlsrpt.give_up_after.0,
+                );
+                if dropped {
+                    warn!(day = %day, domain = %domain, url = %url, error = %e,
+                          "TLS-RPT report given up (tlsrpt.give_up_after)");
+                } else {
+                    warn!(day = %day, domain = %domain, url = %url, error = %e,
+                          "TLS-RPT report not delivered; tried again later");
+                }
+            }
+        }
+    }
+    posted
+}
+
 /// What [`queue_tlsrpt_reports`] did.
 #[derive(Debug, Default)]
 pub struct TlsRptSent {
@@ -548,7 +616,8 @@ impl TlsRptSent {
 
 /// Sends the TLS-RPT reports of `day`: one mail queued per domain and `mailto:` rua (null
 /// sender: a report is never bounced), one POST per domain and `https:` rua (server verified
-/// with `pkix`; not retried). Prints a line per report; a failed POST is counted, not an error.
+/// with `pkix`; a failed one is kept for the relay's retries, `evidence::tlsrpt_retry`).
+/// Prints a line per report; a failed POST is counted, not an error.
 pub async fn queue_tlsrpt_reports(
     cfg: &Config,
     spool: &Spool,
@@ -586,7 +655,23 @@ pub async fn queue_tlsrpt_reports(
                             sent.posted += 1;
                         }
                         Err(e) => {
-                            let line = format!("{domain}: POST to {url} failed: {e}");
+                            let kept = crate::evidence::tlsrpt_retry::record_failure(
+                                &cfg.spool_dir,
+                                day,
+                                &domain,
+                                &url,
+                                &e.to_string(),
+                                chrono::Utc::now().timestamp(),
+                                cfg.tlsrpt.retry_after.0,
+                            );
+                            let line = match kept {
+                                Ok(()) => format!(
+                                    "{domain}: POST to {url} failed: {e} (a running relay tries again)"
+                                ),
+                                Err(k) => format!(
+                                    "{domain}: POST to {url} failed: {e} (not kept for retry: {k})"
+                                ),
+                            };
                             println!("{line}");
                             sent.failures.push(line);
                         }

@@ -42,6 +42,11 @@ pub const PER_DESTINATION_CONCURRENCY: usize = 20;
 pub const MAX_CONCURRENT_DELIVERIES: usize = 100;
 pub const SCAN_INTERVAL: HumanDuration = HumanDuration::secs(60);
 
+// TLS-RPT: a failed https: POST is retried from 5 minutes on, for a day (the next day's
+// reports are due by then).
+pub const TLSRPT_RETRY_AFTER: HumanDuration = HumanDuration::secs(300);
+pub const TLSRPT_GIVE_UP_AFTER: HumanDuration = HumanDuration::secs(86_400);
+
 // Metrics: loopback only by default.
 pub const METRICS_LISTEN: std::net::SocketAddr = std::net::SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),

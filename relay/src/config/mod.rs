@@ -76,6 +76,9 @@ pub struct Config {
     pub queue: Queue,
     #[serde(default)]
     pub metrics: Metrics,
+    /// TLS-RPT reporting (RFC 8460): retries of `https:` report submissions.
+    #[serde(default)]
+    pub tlsrpt: TlsRpt,
     /// The tamper-evident hop audit log; absent: no audit log.
     #[serde(default)]
     pub audit: Option<Audit>,
@@ -305,6 +308,25 @@ impl Default for Queue {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct TlsRpt {
+    /// A failed `https:` report POST is tried again after this, then after twice as long each
+    /// time (at most 4 hours apart)…
+    pub retry_after: HumanDuration,
+    /// …until this long after its first failure.
+    pub give_up_after: HumanDuration,
+}
+
+impl Default for TlsRpt {
+    fn default() -> Self {
+        Self {
+            retry_after: defaults::TLSRPT_RETRY_AFTER,
+            give_up_after: defaults::TLSRPT_GIVE_UP_AFTER,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Metrics {
     /// Address of the `/metrics` HTTP endpoint; `null` disables it.
     pub listen: Option<SocketAddr>,
@@ -518,6 +540,8 @@ impl Config {
             ("queue.max_backoff", self.queue.max_backoff, 1),
             ("queue.max_lifetime", self.queue.max_lifetime, 1),
             ("queue.scan_interval", self.queue.scan_interval, 1),
+            ("tlsrpt.retry_after", self.tlsrpt.retry_after, 1),
+            ("tlsrpt.give_up_after", self.tlsrpt.give_up_after, 1),
             ("inbound.command_timeout", inb.command_timeout, 1),
             ("inbound.data_timeout", inb.data_timeout, 1),
             ("outbound.connect_timeout", self.outbound.connect_timeout, 1),

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod record;
 pub mod tlsrpt;
 pub mod tlsrpt_https;
+pub mod tlsrpt_retry;
 
 pub use metrics::Metrics;
 pub use record::{Direction, HopRecord, Observed, Outcome, PolicyStrings, TlsFacts};

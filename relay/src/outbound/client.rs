@@ -926,7 +926,10 @@ mod tests {
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
         let out = s.send(&env, &rcpts, &path).await.unwrap();
-        assert!(matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 250), "{out:?}");
+        assert!(
+            matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 250),
+            "{out:?}"
+        );
         s.quit().await;
         let seen = server.await.unwrap();
         let start = seen.iter().position(|l| l == "DATA").unwrap() + 1;
@@ -935,7 +938,13 @@ mod tests {
         let want: Vec<String> = String::from_utf8(body)
             .unwrap()
             .split("\r\n")
-            .map(|l| if l.starts_with('.') { format!(".{l}") } else { l.to_string() })
+            .map(|l| {
+                if l.starts_with('.') {
+                    format!(".{l}")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
         // The body ends with CRLF: the split leaves one empty string after it.
         assert_eq!(got.len(), want.len() - 1);
