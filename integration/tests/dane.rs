@@ -207,9 +207,9 @@ fn dane_cases_against_real_dnssec() -> Result<()> {
         ensure!(text.contains(want), "metrics lack {want}:\n{text}");
     }
     // TLS-RPT (written out every second): the DANE session is reported against the `tlsa`
-    // policy with the TLSA record as its policy-string.
+    // policy of its MX host with the TLSA record as its policy-string.
     let rpt = hopguard_integration::tlsrpt_aggregate(&cfg.spool_dir, "ee.dane.test")?;
-    let tlsa = &rpt["policies"]["tlsa"];
+    let tlsa = &rpt["policies"]["tlsa mx.ee.dane.test"];
     let want = format!(
         "_25._tcp.mx.ee.dane.test. IN TLSA 3 1 1 {}",
         ee_key.to_ascii_uppercase()

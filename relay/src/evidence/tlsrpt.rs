@@ -130,6 +130,18 @@ impl TlsRptStore {
         if !success && result_type.is_none() {
             return; // not a TLS session (e.g. connection refused)
         }
+        let mx = h
+            .remote_host
+            .split('[')
+            .next()
+            .unwrap_or(&h.remote_host)
+            .to_string();
+        // DANE policies belong to MX hosts (each has its own TLSA records): one `tlsa` policy
+        // per MX host (RFC 8460 §4.4, `mx-host`); MTA-STS and no-policy-found, one per domain.
+        let policy_key = match ptype {
+            "tlsa" if !mx.is_empty() => format!("tlsa {mx}"),
+            other => other.to_string(),
+        };
         let day = h.time.format("%Y-%m-%d").to_string();
         let key = (day.clone(), domain.to_string());
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -141,17 +153,11 @@ impl TlsRptStore {
             .or_insert_with(|| Self::load(&self.dir, &day, domain).unwrap_or_default());
         let counts = entry
             .policies
-            .entry(ptype.to_string())
+            .entry(policy_key)
             .or_insert_with(|| PolicyCounts {
                 policy_type: ptype.to_string(),
                 ..Default::default()
             });
-        let mx = h
-            .remote_host
-            .split('[')
-            .next()
-            .unwrap_or(&h.remote_host)
-            .to_string();
         let strings = match ptype {
             "sts" => &h.policy_strings.sts,
             "tlsa" => &h.policy_strings.tlsa,
@@ -478,8 +484,8 @@ mod tests {
             ("certificate-host-mismatch", 1)
         );
         assert_eq!(data.policies["no-policy-found"].success, 1);
-        assert_eq!(data.policies["tlsa"].success, 1);
-        assert!(data.policies["tlsa"].failures.is_empty());
+        assert_eq!(data.policies["tlsa mx.a.test"].success, 1);
+        assert!(data.policies["tlsa mx.a.test"].failures.is_empty());
     }
 
     #[test]
@@ -513,6 +519,61 @@ mod tests {
             by_type("sts"),
             serde_json::json!(["version: STSv1", "mode: enforce"])
         );
+    }
+
+    #[test]
+    fn each_dane_mx_host_is_a_policy_of_its_own() {
+        use hopguard_policy::ResultType;
+        let dir = tempfile::tempdir().unwrap();
+        let store = TlsRptStore::new(dir.path().to_path_buf());
+        let mut one = hop(Some(PolicySource::Dane), vec![]);
+        one.policy_strings.tlsa = vec!["_25._tcp.mx1.a.test. IN TLSA 3 1 1 AA".into()];
+        one.remote_host = "mx1.a.test[127.0.0.9]".into();
+        store.record(&one);
+        store.record(&one);
+        let mut two = hop(Some(PolicySource::Dane), vec![]);
+        two.policy_strings.tlsa = vec!["_25._tcp.mx2.a.test. IN TLSA 2 0 1 BB".into()];
+        two.remote_host = "mx2.a.test[127.0.0.10]".into();
+        two.result_type = Some(ResultType::TlsaInvalid);
+        two.outcome = Outcome::Deferred;
+        store.record(&two);
+        store.record(&hop(None, vec![]));
+        store.record(&hop(None, vec![]));
+        store.flush();
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let data = TlsRptStore::load(dir.path(), &day, "a.test").unwrap();
+        let json = report_json("relay.test", &day, "a.test", &data);
+        let policies = json["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 3, "{json}");
+        let tlsa: Vec<&serde_json::Value> = policies
+            .iter()
+            .filter(|p| p["policy"]["policy-type"] == "tlsa")
+            .collect();
+        assert_eq!(tlsa.len(), 2);
+        let mx1 = tlsa
+            .iter()
+            .find(|p| p["policy"]["mx-host"] == serde_json::json!(["mx1.a.test"]))
+            .unwrap();
+        assert_eq!(
+            mx1["policy"]["policy-string"],
+            serde_json::json!(["_25._tcp.mx1.a.test. IN TLSA 3 1 1 AA"])
+        );
+        assert_eq!(mx1["summary"]["total-successful-session-count"], 2);
+        let mx2 = tlsa
+            .iter()
+            .find(|p| p["policy"]["mx-host"] == serde_json::json!(["mx2.a.test"]))
+            .unwrap();
+        assert_eq!(
+            mx2["policy"]["policy-string"],
+            serde_json::json!(["_25._tcp.mx2.a.test. IN TLSA 2 0 1 BB"])
+        );
+        assert_eq!(mx2["summary"]["total-failure-session-count"], 1);
+        assert_eq!(mx2["failure-details"][0]["result-type"], "tlsa-invalid");
+        let none = policies
+            .iter()
+            .find(|p| p["policy"]["policy-type"] == "no-policy-found")
+            .unwrap();
+        assert_eq!(none["summary"]["total-successful-session-count"], 2);
     }
 
     #[test]
