@@ -118,6 +118,29 @@ impl Postfix {
         self.dir.join("conf")
     }
 
+    /// Appends `main.cf` settings (`name = value` lines) and reloads this instance. New smtpd
+    /// processes use them; a session already open keeps the old ones.
+    pub fn add_settings(&self, lines: &[&str]) -> Result<()> {
+        let path = self.dir.join("conf/main.cf");
+        let mut cf = std::fs::read_to_string(&path)?;
+        for l in lines {
+            cf.push_str(l);
+            cf.push('\n');
+        }
+        std::fs::write(&path, cf)?;
+        let out = self.postfix_cmd("reload")?;
+        if !out.0 {
+            bail!(
+                "postfix -c {} reload failed:\n{}",
+                self.conf_dir().display(),
+                out.1
+            );
+        }
+        // Give the master a moment to replace its smtpd processes.
+        std::thread::sleep(Duration::from_millis(500));
+        Ok(())
+    }
+
     /// The maillog (Postfix's log for this instance).
     pub fn log(&self) -> String {
         read_lossy(&self.dir.join("maillog"))

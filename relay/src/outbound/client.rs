@@ -461,18 +461,53 @@ impl Session {
         Ok(())
     }
 
+    /// The message as this next hop can take it: `None` to send it as stored; the bytes made
+    /// 7-bit for a next hop without 8BITMIME when the message is declared 8-bit (RFC 6152 §3);
+    /// `Unsendable` (5.6.3) when it cannot be converted.
+    pub async fn prepare(
+        &mut self,
+        env: &Envelope,
+        message: &MessageRef,
+    ) -> Result<Result<Option<Vec<u8>>, Unsendable>, ClientError> {
+        if env.body != Body::EightBitMime || self.caps.eightbitmime {
+            return Ok(Ok(None));
+        }
+        let (m, size) = (message.clone(), env.size);
+        let bytes = tokio::task::spawn_blocking(move || m.read(size))
+            .await
+            .map_err(std::io::Error::other)??;
+        if (bytes.len() as u64) < size {
+            return Err(short_message(message, bytes.len() as u64, size));
+        }
+        // Pure CPU work, bounded by the message size limit: off the async workers.
+        let converted = tokio::task::spawn_blocking(move || super::downconvert::to_7bit(&bytes))
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(converted.map_err(|e| Unsendable {
+            code: 554,
+            status: "5.6.3",
+            text: format!(
+                "the next hop does not support 8BITMIME and the message cannot be converted to 7 bits: {}",
+                e.0
+            ),
+        }))
+    }
+
     /// Runs one transaction. The `HopSecurity` inside this session is the proof MAIL needs.
+    /// `prepared`: the message bytes to send instead of the stored ones ([`Self::prepare`]).
     pub async fn send(
         &mut self,
         env: &Envelope,
         rcpts: &[&Recipient],
         message: &MessageRef,
+        prepared: Option<&[u8]>,
     ) -> Result<TxnOutcome, ClientError> {
         self.messages += 1;
         let ct = self.timeouts.command_timeout.0;
         let mut mail = format!("MAIL FROM:<{}>", env.mail_from);
         if self.caps.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", env.size));
+            let size = prepared.map_or(env.size, |p| p.len() as u64);
+            mail.push_str(&format!(" SIZE={size}"));
         }
         if env.body == Body::EightBitMime && self.caps.eightbitmime {
             mail.push_str(" BODY=8BITMIME");
@@ -579,7 +614,10 @@ impl Session {
                 return Ok(TxnOutcome::All(r));
             }
         }
-        self.stream_message(message, env.size).await?;
+        match prepared {
+            Some(bytes) => self.send_whole(bytes).await?,
+            None => self.stream_message(message, env.size).await?,
+        }
         let done = read_reply(
             &mut self.stream,
             &mut self.rbuf,
@@ -593,6 +631,22 @@ impl Session {
                 .map(|r| if r.is_ok() { done.clone() } else { r })
                 .collect(),
         ))
+    }
+
+    /// Sends a whole message held in memory, dot-stuffed, and the end-of-data mark, in one write.
+    async fn send_whole(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        let dt = self.timeouts.data_timeout.0;
+        let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 5);
+        let mut stuffer = Stuffer::default();
+        stuffer.feed(bytes, &mut out);
+        stuffer.finish(&mut out);
+        tokio::time::timeout(dt, async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("data write"))??;
+        Ok(())
     }
 
     /// Sends the first `size` bytes of the spooled message (in a message file, the envelope
@@ -617,17 +671,7 @@ impl Session {
             if (bytes.len() as u64) < size {
                 return Err(short_message(message, bytes.len() as u64, size));
             }
-            let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 64 + 5);
-            let mut stuffer = Stuffer::default();
-            stuffer.feed(&bytes, &mut out);
-            stuffer.finish(&mut out);
-            tokio::time::timeout(dt, async {
-                self.stream.write_all(&out).await?;
-                self.stream.flush().await
-            })
-            .await
-            .map_err(|_| ClientError::Timeout("data write"))??;
-            return Ok(());
+            return self.send_whole(&bytes).await;
         };
         // Read in 256 KiB pieces through a blocking thread, the buffer moving there and back
         // (no copy); never past `size` (the embedded envelope follows the message).
@@ -865,7 +909,7 @@ mod tests {
         let (_d, env, path) = spooled(b"Subject: s\r\n\r\n.dot\r\n", &["x@y.test"]).await;
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let out = s.send(&env, &rcpts, &path).await.unwrap();
+        let out = s.send(&env, &rcpts, &path, None).await.unwrap();
         assert!(
             matches!(&out, TxnOutcome::PerRecipient(v) if v.len() == 1 && v[0].code == 250),
             "{out:?}"
@@ -898,7 +942,7 @@ mod tests {
         let (_d, env, path) = spooled(b"Subject: s\r\n\r\nsecret\r\n", &["x@y.test"]).await;
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let out = s.send(&env, &rcpts, &path).await;
+        let out = s.send(&env, &rcpts, &path, None).await;
         assert!(matches!(out, Err(ClientError::BadReply)), "{out:?}");
         drop(s);
         let seen = server.await.unwrap();
@@ -925,7 +969,7 @@ mod tests {
         assert!(path.path().is_some(), "a file of its own");
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let out = s.send(&env, &rcpts, &path).await.unwrap();
+        let out = s.send(&env, &rcpts, &path, None).await.unwrap();
         assert!(
             matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 250),
             "{out:?}"
@@ -954,6 +998,73 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_8bit_message_is_converted_for_a_next_hop_without_8bitmime() {
+        let (addr, server) = scripted(vec![
+            ("EHLO", "250-mx.test\r\n250-SIZE 100000\r\n250 PIPELINING"),
+            ("DATA", "354 go"),
+            (".", "250 queued"),
+        ])
+        .await;
+        let body = "Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n.Grüße\r\n";
+        let (_d, mut env, path) = spooled(body.as_bytes(), &["x@y.test"]).await;
+        env.body = Body::EightBitMime;
+        let mut s = session(addr).await;
+        let prepared = s.prepare(&env, &path).await.unwrap().unwrap();
+        assert!(prepared.is_some());
+        let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
+        let out = s
+            .send(&env, &rcpts, &path, prepared.as_deref())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 250),
+            "{out:?}"
+        );
+        s.quit().await;
+        let seen = server.await.unwrap();
+        let mail = seen.iter().find(|l| l.starts_with("MAIL")).unwrap();
+        assert!(!mail.contains("BODY="), "{mail}");
+        let size = prepared.as_ref().unwrap().len();
+        assert!(
+            mail.ends_with(&format!("SIZE={size}")),
+            "the converted size: {mail}"
+        );
+        let at = seen.iter().position(|l| l == "DATA").unwrap();
+        assert_eq!(
+            &seen[at + 1..at + 7],
+            [
+                "Subject: s",
+                "Content-Type: text/plain; charset=utf-8",
+                "Content-Transfer-Encoding: quoted-printable",
+                "",
+                "..Gr=C3=BC=C3=9Fe",
+                "."
+            ],
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_8bit_message_goes_unchanged_where_8bitmime_is_offered_or_refused_if_unconvertible()
+    {
+        let (addr, _server) = scripted(vec![("EHLO", "250-mx.test\r\n250 8BITMIME")]).await;
+        let (_d, mut env, path) =
+            spooled("Subject: é\r\n\r\né\r\n".as_bytes(), &["x@y.test"]).await;
+        env.body = Body::EightBitMime;
+        let mut s = session(addr).await;
+        assert!(matches!(s.prepare(&env, &path).await, Ok(Ok(None))));
+        let (addr, _server) = scripted(vec![("EHLO", "250 mx.test")]).await;
+        let mut s = session(addr).await;
+        match s.prepare(&env, &path).await {
+            Ok(Err(u)) => assert_eq!((u.code, u.status), (554, "5.6.3"), "{}", u.text),
+            other => panic!("{other:?}"),
+        }
+        // Declared 7-bit (or undeclared): never touched.
+        env.body = Body::Unspecified;
+        assert!(matches!(s.prepare(&env, &path).await, Ok(Ok(None))));
+    }
+
+    #[tokio::test]
     async fn a_short_spool_file_never_ends_data() {
         let (addr, server) = scripted(vec![
             ("EHLO", "250-mx.test\r\n250 PIPELINING"),
@@ -969,7 +1080,7 @@ mod tests {
         env.size = stored + 10;
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let out = s.send(&env, &rcpts, &path).await;
+        let out = s.send(&env, &rcpts, &path, None).await;
         assert!(matches!(out, Err(ClientError::Io(_))), "{out:?}");
         drop(s);
         let seen = server.await.unwrap();
@@ -988,7 +1099,7 @@ mod tests {
         let (_d, env, path) = spooled(b"Subject: s\r\n\r\nsecret\r\n", &["x@y.test"]).await;
         let mut s = session(addr).await;
         let rcpts: Vec<&Recipient> = env.recipients.iter().collect();
-        let out = s.send(&env, &rcpts, &path).await.unwrap();
+        let out = s.send(&env, &rcpts, &path, None).await.unwrap();
         assert!(
             matches!(&out, TxnOutcome::PerRecipient(v) if v[0].code == 550),
             "{out:?}"

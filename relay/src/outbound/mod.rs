@@ -4,6 +4,7 @@
 pub mod certinfo;
 pub mod check;
 pub mod client;
+pub mod downconvert;
 pub mod downgrade;
 pub mod emit;
 pub mod mta_sts;
@@ -482,7 +483,23 @@ impl Outbound {
                 .map(|r| (r.address.clone(), RcptResult::Permanent(f.clone())))
                 .collect());
         }
-        let outcome = s.send(env, rcpts, msg_path).await?;
+        let prepared = match s.prepare(env, msg_path).await? {
+            Ok(p) => p,
+            Err(u) => {
+                let f = Failure {
+                    code: u.code,
+                    status: u.status.to_string(),
+                    text: u.text,
+                    reason: None,
+                    remote: Some(remote),
+                };
+                return Ok(rcpts
+                    .iter()
+                    .map(|r| (r.address.clone(), RcptResult::Permanent(f.clone())))
+                    .collect());
+            }
+        };
+        let outcome = s.send(env, rcpts, msg_path, prepared.as_deref()).await?;
         let tls = s
             .security()
             .tls
