@@ -221,6 +221,19 @@ impl Nginx {
             .count()
     }
 
+    /// [`Self::requests`] once it reaches `n`, or after 5 s: nginx writes its access log line
+    /// after the response, so a client can finish before its request is logged.
+    pub fn requests_settled(&self, server_name: &str, path: &str, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got = self.requests(server_name, path);
+            if got >= n || std::time::Instant::now() >= deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Stops nginx: SIGTERM (fast shutdown), SIGKILL if it is still there after a while;
     /// returns once `ADDR:443` refuses connections.
     pub fn stop(&mut self) -> Result<()> {

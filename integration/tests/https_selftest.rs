@@ -57,7 +57,7 @@ fn serves_policy_as_text_plain() -> Result<()> {
     ensure!(r.header("Content-Type") == Some("text/plain"), "{r:?}");
     ensure!(r.body == POLICY, "body {:?}", r.body);
     ensure!(
-        s.nginx.requests(GOOD, MTA_STS_PATH) == 1,
+        s.nginx.requests_settled(GOOD, MTA_STS_PATH, 1) == 1,
         "{}",
         s.nginx.access_log()
     );
@@ -66,7 +66,7 @@ fn serves_policy_as_text_plain() -> Result<()> {
         let r = curl(&url(GOOD), s.ip, &s.ca, extra)?;
         ensure!(r.status == 200 && r.body == POLICY, "{extra:?}: {r:?}");
     }
-    ensure!(s.nginx.requests(GOOD, MTA_STS_PATH) == 3);
+    ensure!(s.nginx.requests_settled(GOOD, MTA_STS_PATH, 3) == 3);
 
     // A content type with parameters is sent verbatim.
     let r = curl(&format!("https://{GOOD}/utf8.txt"), s.ip, &s.ca, &[])?;
@@ -96,7 +96,7 @@ fn redirect_site_answers_301() -> Result<()> {
     ensure!(r.exit == 0 && r.status == 301, "{r:?}\n{}", s.nginx.log());
     ensure!(r.header("location") == Some(ELSEWHERE), "{r:?}");
     ensure!(!r.body.contains("STSv1"), "{r:?}");
-    ensure!(s.nginx.requests(REDIRECT, MTA_STS_PATH) == 1);
+    ensure!(s.nginx.requests_settled(REDIRECT, MTA_STS_PATH, 1) == 1);
     Ok(())
 }
 

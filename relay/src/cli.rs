@@ -328,7 +328,6 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
 
     // TLS-RPT: once a day, shortly after midnight UTC, the previous day's reports.
     {
-        let cfg = config.clone();
         // The relay's own spool: report mails are committed like any other message.
         let spool = spool.clone();
         let dns = outbound.dns.clone();
@@ -350,10 +349,10 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
                 let day = (chrono::Utc::now() - chrono::Duration::days(1))
                     .format("%Y-%m-%d")
                     .to_string();
-                // The trust anchors of the configuration in force now (reloads included).
-                let pkix =
-                    crate::evidence::tlsrpt_https::pkix_config(&shared.loaded().outbound_tls);
-                match queue_tlsrpt_reports(&cfg, &spool, &dns, pkix, &day).await {
+                // The configuration in force now (reloads included): hostname, trust anchors.
+                let loaded = shared.loaded();
+                let pkix = crate::evidence::tlsrpt_https::pkix_config(&loaded.outbound_tls);
+                match queue_tlsrpt_reports(&loaded.config, &spool, &dns, pkix, &day).await {
                     Ok(r) => {
                         m.tlsrpt_reports.inc_by(r.sent() as u64);
                         if r.queued > 0 {
@@ -652,6 +651,13 @@ pub async fn queue_tlsrpt_reports(
                     {
                         Ok(code) => {
                             println!("{domain}: report for {day} posted to {url} (HTTP {code})");
+                            // Posted: a retry of the same report waiting from earlier is moot.
+                            crate::evidence::tlsrpt_retry::forget(
+                                &cfg.spool_dir,
+                                day,
+                                &domain,
+                                &url,
+                            );
                             sent.posted += 1;
                         }
                         Err(e) => {

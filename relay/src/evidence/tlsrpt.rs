@@ -138,7 +138,7 @@ impl TlsRptStore {
             .to_string();
         // DANE policies belong to MX hosts (each has its own TLSA records): one `tlsa` policy
         // per MX host (RFC 8460 §4.4, `mx-host`); MTA-STS and no-policy-found, one per domain.
-        let policy_key = match ptype {
+        let mut policy_key = match ptype {
             "tlsa" if !mx.is_empty() => format!("tlsa {mx}"),
             other => other.to_string(),
         };
@@ -151,6 +151,11 @@ impl TlsRptStore {
             .days
             .entry(key)
             .or_insert_with(|| Self::load(&self.dir, &day, domain).unwrap_or_default());
+        // A day begun by a version with one `tlsa` policy per domain goes on that way (else its
+        // report would list an MX host twice).
+        if ptype == "tlsa" && entry.policies.contains_key("tlsa") {
+            policy_key = "tlsa".into();
+        }
         let counts = entry
             .policies
             .entry(policy_key)
@@ -574,6 +579,38 @@ mod tests {
             .find(|p| p["policy"]["policy-type"] == "no-policy-found")
             .unwrap();
         assert_eq!(none["summary"]["total-successful-session-count"], 2);
+    }
+
+    #[test]
+    fn a_day_begun_before_the_upgrade_lists_each_mx_host_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let old = DomainDay {
+            policies: BTreeMap::from([(
+                "tlsa".to_string(),
+                PolicyCounts {
+                    policy_type: "tlsa".into(),
+                    policy_string: vec!["_25._tcp.mx2.a.test. IN TLSA 2 0 1 BB".into()],
+                    mx_hosts: vec!["mx1.a.test".into(), "mx2.a.test".into()],
+                    success: 5,
+                    failures: BTreeMap::new(),
+                },
+            )]),
+        };
+        std::fs::create_dir_all(dir.path().join(&day)).unwrap();
+        std::fs::write(
+            dir.path().join(&day).join("a.test.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let store = TlsRptStore::new(dir.path().to_path_buf());
+        let mut one = hop(Some(PolicySource::Dane), vec![]);
+        one.remote_host = "mx1.a.test[127.0.0.9]".into();
+        store.record(&one);
+        store.flush();
+        let data = TlsRptStore::load(dir.path(), &day, "a.test").unwrap();
+        assert_eq!(data.policies.len(), 1);
+        assert_eq!(data.policies["tlsa"].success, 6);
     }
 
     #[test]

@@ -48,10 +48,14 @@ pub fn backoff(attempts: u32, base: Duration) -> Duration {
     base.saturating_mul(1 << doublings).min(MAX_WAIT.max(base))
 }
 
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// The decision after a failure at `now` (pure).
 pub fn after_failure(p: &PendingPost, now: i64, base: Duration, give_up: Duration) -> AfterFailure {
-    let next = now.saturating_add(backoff(p.attempts, base).as_secs() as i64);
-    if next.saturating_sub(p.first_failure) > give_up.as_secs() as i64 {
+    let next = now.saturating_add(secs(backoff(p.attempts, base)));
+    if next.saturating_sub(p.first_failure) > secs(give_up) {
         AfterFailure::GiveUp
     } else {
         AfterFailure::RetryAt(next)
@@ -75,12 +79,21 @@ fn file_name(day: &str, domain: &str, url: &str) -> Option<String> {
     if !safe(day) || !safe(domain) {
         return None;
     }
-    let h = sha2::Sha256::digest(url.as_bytes());
-    Some(format!("{day}_{domain}_{}.json", hex::encode(&h[..8])))
+    let h = |s: &str| hex::encode(&sha2::Sha256::digest(s.as_bytes())[..8]);
+    let name = format!("{day}_{domain}_{}.json", h(url));
+    // A long domain (up to 253 characters) does not fit a file name with the rest: hashed.
+    Some(if name.len() <= 200 {
+        name
+    } else {
+        format!("{day}_{}_{}.json", h(domain), h(url))
+    })
 }
 
 fn write(path: &Path, p: &PendingPost) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // Unique per writer: the daily run and the retry loop may write the same report's file.
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}.{n}", std::process::id()));
     let json = serde_json::to_vec_pretty(p).map_err(std::io::Error::other)?;
     std::fs::write(&tmp, json)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
@@ -119,7 +132,7 @@ pub fn record_failure(
             url: url.to_string(),
             attempts: 1,
             first_failure: now,
-            next_attempt: now.saturating_add(backoff(1, base).as_secs() as i64),
+            next_attempt: now.saturating_add(secs(backoff(1, base))),
             last_error: error.to_string(),
         },
     )
@@ -127,6 +140,13 @@ pub fn record_failure(
 
 fn read(path: &Path) -> Option<PendingPost> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Forgets a waiting report (its POST has just succeeded elsewhere, e.g. `tlsrpt send`).
+pub fn forget(spool_dir: &Path, day: &str, domain: &str, url: &str) {
+    if let Some(name) = file_name(day, domain, url) {
+        let _ = std::fs::remove_file(dir(spool_dir).join(name));
+    }
 }
 
 /// Every waiting report due at `now`, with its file. An unreadable file is dropped (logged).
@@ -179,7 +199,10 @@ pub fn failed_again(
         AfterFailure::RetryAt(t) => {
             p.next_attempt = t;
             if let Err(e) = write(path, &p) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot reschedule a TLS-RPT retry");
+                // Left as it was, it would be due again at every round: dropped instead.
+                tracing::warn!(file = %path.display(), error = %e, "cannot reschedule a TLS-RPT retry; dropped");
+                let _ = std::fs::remove_file(path);
+                return true;
             }
             false
         }
@@ -220,6 +243,50 @@ mod tests {
             after_failure(&p, 1000 + 86_400, m, day),
             AfterFailure::GiveUp
         );
+    }
+
+    #[test]
+    fn huge_durations_do_not_wrap() {
+        let p = PendingPost {
+            day: "2026-11-25".into(),
+            domain: "a.test".into(),
+            url: "https://r.test/x".into(),
+            attempts: 1,
+            first_failure: 1000,
+            next_attempt: 0,
+            last_error: String::new(),
+        };
+        let m = Duration::from_secs(60);
+        let huge = Duration::from_secs(u64::MAX);
+        assert_eq!(
+            after_failure(&p, 1060, m, huge),
+            AfterFailure::RetryAt(1120)
+        );
+        match after_failure(&p, 2000, huge, huge) {
+            AfterFailure::RetryAt(t) => assert!(t > 2000, "{t}"),
+            AfterFailure::GiveUp => panic!("given up"),
+        }
+    }
+
+    #[test]
+    fn a_long_domain_is_kept_and_a_success_elsewhere_forgets_it() {
+        let d = tempfile::tempdir().unwrap();
+        let domain = format!(
+            "{}.{}.{}.{}.test",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(30)
+        );
+        assert!(crate::config::is_domain_name(&domain));
+        let url = "https://r.test/v1";
+        let m = Duration::from_secs(60);
+        record_failure(d.path(), "2026-11-25", &domain, url, "refused", 100, m).unwrap();
+        let due_now = due(d.path(), i64::MAX);
+        assert_eq!(due_now.len(), 1);
+        assert_eq!(due_now[0].1.domain, domain);
+        forget(d.path(), "2026-11-25", &domain, url);
+        assert!(due(d.path(), i64::MAX).is_empty());
     }
 
     #[test]

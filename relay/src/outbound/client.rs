@@ -237,8 +237,14 @@ async fn send_line<S: AsyncWrite + Unpin + ?Sized>(
     let mut buf = Vec::with_capacity(line.len() + 2);
     buf.extend_from_slice(line.as_bytes());
     buf.extend_from_slice(b"\r\n");
-    stream.write_all(&buf).await?;
-    stream.flush().await?;
+    // A next hop that stops reading never holds a delivery forever (RFC 5321 §4.5.3.2: five
+    // minutes for a command).
+    tokio::time::timeout(Duration::from_secs(300), async {
+        stream.write_all(&buf).await?;
+        stream.flush().await
+    })
+    .await
+    .map_err(|_| ClientError::Timeout("command write"))??;
     Ok(())
 }
 
@@ -726,8 +732,12 @@ impl Session {
         }
         out.clear();
         stuffer.finish(&mut out);
-        self.stream.write_all(&out).await?;
-        self.stream.flush().await?;
+        tokio::time::timeout(dt, async {
+            self.stream.write_all(&out).await?;
+            self.stream.flush().await
+        })
+        .await
+        .map_err(|_| ClientError::Timeout("data write"))??;
         Ok(())
     }
 

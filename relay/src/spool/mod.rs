@@ -89,6 +89,9 @@ pub struct Spool {
     /// Messages held in shared segments (always read; written when `write_segments`).
     segs: Arc<segment::Segments>,
     write_segments: bool,
+    /// Segment messages that may also have a file of their own: a move out whose directory
+    /// fsync failed after its rename. Their removal takes the file too.
+    beside: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// Where a queued message's bytes are (no I/O to get one: `Spool::message`).
@@ -327,6 +330,7 @@ impl Spool {
             dir_sync: Arc::default(),
             segs: Arc::new(segs),
             write_segments,
+            beside: Arc::default(),
         };
         let tmp = root.join("tmp");
         for entry in std::fs::read_dir(&tmp).map_err(io(&tmp))?.flatten() {
@@ -377,6 +381,7 @@ impl Spool {
             dir_sync: Arc::default(),
             segs: Arc::new(segs),
             write_segments: false,
+            beside: Arc::default(),
         })
     }
 
@@ -578,14 +583,22 @@ impl Spool {
         }
         let dst = self.msg_path(&env.id);
         std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-        self.dir_sync.sync(&self.queue_dir())?;
-        // The message file wins from here on; the tombstone only lets the segment go.
-        if !self.segs.remove(&env.id) {
-            // An operator's tombstone was applied meanwhile (a rescan): honour it.
+        if let Err(e) = self.dir_sync.sync(&self.queue_dir()) {
+            // The record stays the message (the file's name may not be durable); the file goes
+            // with it when it is removed.
+            lock_set(&self.beside).insert(env.id.clone());
+            return Err(e);
+        }
+        // An operator's delete since the check before the move (its tombstone, or a rescan
+        // that applied it): honour it. A delete after this point finds the file and removes it.
+        if self.segs.removed_by_command(&env.id) {
             let _ = std::fs::remove_file(&dst);
             self.dir_sync.pending.store(true, Ordering::SeqCst);
             return Err(SpoolError::NotFound(env.id.clone()));
         }
+        // The message file wins from here on; the tombstone only lets the segment go.
+        self.segs.remove(&env.id);
+        lock_set(&self.beside).remove(&env.id);
         Ok(())
     }
 
@@ -615,8 +628,12 @@ impl Spool {
         // Operator commands only record the removal: the relay applies it at its next scan.
         let in_segment = if self.lock.is_some() {
             if self.segs.remove(id) {
-                // The relay's index is current: a message in it has no file of its own. A
-                // retry marker left behind names a message that is gone (dropped at start).
+                // The relay's index is current: a message in it has no file of its own, unless
+                // a move out failed halfway. A retry marker left behind names a message that
+                // is gone (dropped at start).
+                if lock_set(&self.beside).remove(id) {
+                    let _ = std::fs::remove_file(self.msg_path(id));
+                }
                 return Ok(());
             }
             false
@@ -808,6 +825,10 @@ impl Drop for Incoming {
             let _ = std::fs::remove_file(&self.path);
         }
     }
+}
+
+fn lock_set<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn read_envelope(path: &Path) -> Result<Envelope, SpoolError> {

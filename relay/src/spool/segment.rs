@@ -238,6 +238,8 @@ pub(super) struct Segments {
     wake: Condvar,
     /// Whether the syncer thread runs (if it could not start, committers sync themselves).
     syncer: OnceLock<bool>,
+    /// Held for the whole of one sync.
+    sync_lock: Mutex<()>,
     /// Held by a test to hold the syncer back (before its snapshot, after it).
     #[cfg(test)]
     gate: Mutex<()>,
@@ -353,6 +355,7 @@ impl Segments {
             wanted: Mutex::new(0),
             wake: Condvar::new(),
             syncer: OnceLock::new(),
+            sync_lock: Mutex::new(()),
             #[cfg(test)]
             gate: Mutex::new(()),
             #[cfg(test)]
@@ -462,8 +465,12 @@ impl Segments {
             }
         });
         if !threaded {
-            // Slower (one fdatasync per commit, on the caller's thread), never stuck.
-            self.sync_once();
+            // Slower (an fdatasync on the caller's thread), never stuck. One sync at a time:
+            // a ticket counts as covered only once the sync that snapshotted it has returned.
+            let _one = lock(&self.sync_lock);
+            if self.completed.load(Ordering::SeqCst) < t {
+                self.sync_locked();
+            }
             return;
         }
         let mut wanted = lock(&self.wanted);
@@ -474,6 +481,13 @@ impl Segments {
     /// One fdatasync of every segment written since the last one, covering every ticket handed
     /// out before it started.
     fn sync_once(&self) {
+        let _one = lock(&self.sync_lock);
+        self.sync_locked();
+    }
+
+    /// `sync_once`, `sync_lock` held: `completed` may only advance past a ticket once the
+    /// fdatasync whose snapshot holds it has returned, so syncs never overlap.
+    fn sync_locked(&self) {
         #[cfg(test)]
         let _gate = lock(&self.gate);
         let (covered, files) = {
@@ -964,6 +978,34 @@ mod tests {
         let mut ids: Vec<String> = segs.envelopes().into_iter().map(|(id, _)| id).collect();
         ids.sort();
         assert_eq!(ids, ["0000000000000000A", "0000000000000000D"]);
+    }
+
+    // The gate is held across awaits on purpose.
+    #[allow(clippy::await_holding_lock)]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_the_sync_thread_nothing_is_acknowledged_before_its_fdatasync() {
+        let d = tempfile::tempdir().unwrap();
+        let segs = Arc::new(Segments::load(d.path(), true).unwrap());
+        segs.syncer.set(false).unwrap(); // as if the thread could not be spawned
+        let e = env("0000000000000000A", 1);
+        let rec = record("0000000000000000A", b"x", &serde_json::to_vec(&e).unwrap());
+        segs.append(&rec).unwrap();
+        // X's sync has taken its snapshot and is inside fdatasync.
+        let in_sync = lock(&segs.sync_lock);
+        let in_flight = std::mem::take(&mut lock(&segs.writer).unsynced);
+        assert_eq!(in_flight.len(), 1);
+        let s = segs.clone();
+        let mut y = tokio::spawn(async move { commit(&s, "0000000000000000B", b"y").await });
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut y).await;
+        assert!(
+            early.is_err(),
+            "Y acknowledged while X's fdatasync runs: {early:?}"
+        );
+        // X's sync ends (covering ticket 1 only); Y then gets its own.
+        segs.completed.store(1, Ordering::SeqCst);
+        drop(in_sync);
+        y.await.unwrap().unwrap();
+        assert!(segs.syncs_run.load(Ordering::SeqCst) >= 1);
     }
 
     #[test]

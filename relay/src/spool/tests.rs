@@ -629,3 +629,41 @@ fn a_stray_file_name_does_not_stop_the_relay() {
     std::fs::write(d.path().join("queue/FFFFFFFFFFFFFFFF.seg"), b"").unwrap();
     assert!(Spool::open(d.path()).is_ok());
 }
+
+#[tokio::test]
+async fn an_operator_delete_during_a_move_out_is_not_undone() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "to be deleted").await;
+    let mut e = spool.load(&id).unwrap();
+    e.attempts = 1;
+    let entry = spool.segs.get(&id).unwrap();
+    // `update` checked: not deleted. Then the operator deletes before the rename.
+    assert!(!spool.segs.removed_by_command(&id));
+    let op = Spool::attach(d.path()).unwrap();
+    op.remove(&id).unwrap();
+    let r = spool.move_out(&e, &entry);
+    assert!(matches!(r, Err(SpoolError::NotFound(_))), "{r:?}");
+    spool.sync_pending().unwrap();
+    assert!(!spool.scan().unwrap().0.iter().any(|x| x.id == id));
+    assert!(!d.path().join(format!("queue/{id}.msg")).exists());
+}
+
+#[tokio::test]
+async fn a_delivered_message_is_not_queued_again_after_a_move_out_failed_halfway() {
+    let d = tempfile::tempdir().unwrap();
+    let spool = Spool::open(d.path()).unwrap();
+    let id = put(&spool, "body").await;
+    let mut e = spool.load(&id).unwrap();
+    e.attempts = 1;
+    let mut file = b"body".to_vec();
+    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
+    // What a move out leaves when the directory fsync after its rename fails.
+    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    lock_set(&spool.beside).insert(id.clone());
+    assert!(spool.segs.contains(&id));
+    spool.remove_delivered(&id).unwrap();
+    spool.sync_pending().unwrap();
+    let ids: Vec<String> = spool.scan().unwrap().0.into_iter().map(|e| e.id).collect();
+    assert!(!ids.contains(&id), "delivered, then queued again: {ids:?}");
+}
