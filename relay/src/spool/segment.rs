@@ -39,7 +39,11 @@ use super::{io, is_queue_id, parse_envelope, Envelope, SpoolError};
 const MAGIC: &[u8; 4] = b"HGR1";
 const HEADER: usize = 4 + 2 + 4 + 8 + 16;
 /// A segment takes no new record once it is this large…
+#[cfg(not(test))]
 const SEAL_SIZE: u64 = 32 * 1024 * 1024;
+/// (Small in tests, so that rotation happens.)
+#[cfg(test)]
+const SEAL_SIZE: u64 = 64 * 1024;
 /// …or this old.
 const SEAL_AGE: Duration = Duration::from_secs(300);
 /// Records larger than this are not ours (we write messages up to the spill size).
@@ -1006,6 +1010,47 @@ mod tests {
         drop(in_sync);
         y.await.unwrap().unwrap();
         assert!(segs.syncs_run.load(Ordering::SeqCst) >= 1);
+    }
+
+    fn seg_files(d: &Path) -> usize {
+        std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn full_segments_are_sealed_and_go_once_empty() {
+        let d = tempfile::tempdir().unwrap();
+        let segs = Arc::new(Segments::load(d.path(), true).unwrap());
+        let body = vec![b'x'; 10 * 1024];
+        let ids: Vec<String> = (1..=20).map(|i| format!("{i:017X}")).collect();
+        for id in &ids {
+            commit(&segs, id, &body).await.unwrap();
+        }
+        let made = seg_files(d.path());
+        assert!(made >= 3, "200 KiB in 64 KiB segments: {made}");
+        // Every record reads back from whichever segment holds it.
+        for id in &ids {
+            let e = segs.get(id).unwrap();
+            let mut b = vec![0u8; body.len()];
+            e.file.read_exact_at(&mut b, e.body_off).unwrap();
+            assert_eq!(b, body);
+        }
+        for id in &ids {
+            assert!(segs.remove(id));
+        }
+        assert_eq!(seg_files(d.path()), 1, "only the active one stays");
+        // An old active segment is sealed by the periodic call, and goes when empty.
+        if let Some(a) = lock(&segs.writer).active.as_mut() {
+            a.opened = Instant::now() - SEAL_AGE - Duration::from_secs(1);
+        }
+        segs.seal_if_old();
+        assert_eq!(seg_files(d.path()), 0);
+        // The next commit opens a new one.
+        commit(&segs, "00000000000000099", b"y").await.unwrap();
+        assert_eq!(seg_files(d.path()), 1);
     }
 
     #[test]
