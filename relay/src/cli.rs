@@ -1,4 +1,7 @@
-//! Command line: `run`, `config check`, `queue list|show|retry|delete`.
+//! Command line: `run`, `config check`, `check DOMAIN`, `queue list|show|retry|delete`,
+//! `policy forget`, `tlsrpt send`, `audit keygen|verify`, `report`; for `run`, signal handling
+//! (HUP, USR1, TERM, INT), the pid file, the daily TLS-RPT run and the retries of failed report
+//! POSTs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
