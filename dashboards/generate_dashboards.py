@@ -293,10 +293,9 @@ def dashboard(uid, title, description, panels, time_from):
 # ---------------------------------------------------------------------------------------------
 
 AUTH_NOTE = (
-    " Authenticated = delivered over TLS under a policy that required TLS (dane, mta-sts,"
-    " charter, requiretls, operator). Caveat: a route configured `tls: encrypt` requires TLS"
-    " without verifying the certificate but reports policy=charter/operator like a `verify`"
-    " route, so it counts as authenticated here (see docs/metrics.md)."
+    " Authenticated = delivered over TLS with the next hop's certificate verified (label"
+    " verify = dane-ee, dane-ta, mta-sts, pkix or pinned). A delivery under `tls: encrypt` is"
+    " encrypted but not authenticated (verify=none) and lowers the share (see docs/metrics.md)."
 )
 
 
@@ -341,8 +340,8 @@ def charter_compliance():
         row("Compliance now (last 15 minutes)"),
         (8, 6, stat(
             "Outbound: authenticated share",
-            "Per peer, share of delivered messages that went over TLS under a policy requiring"
-            " it (recording rule hopguard:outbound_authenticated_ratio:rate15m). Must be 100%"
+            "Per peer, share of delivered messages that went over authenticated TLS"
+            " (recording rule hopguard:outbound_authenticated_ratio:rate15m). Must be 100%"
             " for every charter peer." + AUTH_NOTE,
             targets((f"hopguard:outbound_authenticated_ratio:rate15m{{{P}}}", "{{peer}}")),
             "percentunit", RATIO_THRESHOLDS, decimals=2)),

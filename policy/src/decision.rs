@@ -1,4 +1,5 @@
-//! The decision: which TLS a hop to one next-hop host requires, and why.
+//! The vocabulary of the decision (`hop::decide_hop` makes it): where a requirement comes from
+//! (`PolicySource`), what a route asks for, and why a next hop is refused.
 //!
 //! Pure: inputs in, requirement out. A requirement that cannot be met is never weakened here or
 //! by the caller: the outbound path defers instead (no silent fallback to plaintext).

@@ -364,6 +364,9 @@ async fn serve(path: PathBuf, loaded: Loaded) -> anyhow::Result<()> {
                         for f in &r.failures {
                             warn!(day = %day, failure = %f, "TLS-RPT report not delivered");
                         }
+                        for l in r.lines.iter().filter(|l| !r.failures.contains(l)) {
+                            info!(day = %day, report = %l, "TLS-RPT report");
+                        }
                         info!(
                             day = %day,
                             queued = r.queued,
@@ -541,6 +544,9 @@ fn tlsrpt_send(config: Option<&Path>, day: Option<&str>) -> anyhow::Result<()> {
         let dns = Dns::new(&cfg.dns.resolvers, cfg.dns.timeout.0)?;
         queue_tlsrpt_reports(&cfg, &spool, &dns, pkix, &day).await
     })?;
+    for l in &r.lines {
+        println!("{l}");
+    }
     if r.queued > 0 {
         wake(&cfg);
     }
@@ -605,8 +611,10 @@ pub struct TlsRptSent {
     pub queued: usize,
     /// Reports POSTed to an `https:` rua and answered with 2xx.
     pub posted: usize,
-    /// One line per failed POST: `DOMAIN: POST to URL failed: REASON`.
+    /// One line per failed POST: `DOMAIN: POST to URL failed: REASON …`.
     pub failures: Vec<String>,
+    /// One line per domain and rua, in order (what `tlsrpt send` prints).
+    pub lines: Vec<String>,
 }
 
 impl TlsRptSent {
@@ -619,7 +627,8 @@ impl TlsRptSent {
 /// Sends the TLS-RPT reports of `day`: one mail queued per domain and `mailto:` rua (null
 /// sender: a report is never bounced), one POST per domain and `https:` rua (server verified
 /// with `pkix`; a failed one is kept for the relay's retries, `evidence::tlsrpt_retry`).
-/// Prints a line per report; a failed POST is counted, not an error.
+/// Returns a line per report (the command prints them, the relay logs them); a failed POST is
+/// counted, not an error.
 pub async fn queue_tlsrpt_reports(
     cfg: &Config,
     spool: &Spool,
@@ -640,7 +649,9 @@ pub async fn queue_tlsrpt_reports(
             .unwrap_or_default();
         let ruas = tlsrpt::ruas(&txt);
         if ruas.is_empty() {
-            println!("{domain}: no TLS-RPT mailto or https rua published; nothing sent");
+            sent.lines.push(format!(
+                "{domain}: no TLS-RPT mailto or https rua published; nothing sent"
+            ));
             continue;
         }
         let json = tlsrpt::report_json(&cfg.hostname, day, &domain, &data);
@@ -653,7 +664,9 @@ pub async fn queue_tlsrpt_reports(
                         .await
                     {
                         Ok(code) => {
-                            println!("{domain}: report for {day} posted to {url} (HTTP {code})");
+                            sent.lines.push(format!(
+                                "{domain}: report for {day} posted to {url} (HTTP {code})"
+                            ));
                             // Posted: a retry of the same report waiting from earlier is moot.
                             crate::evidence::tlsrpt_retry::forget(
                                 &cfg.spool_dir,
@@ -681,7 +694,7 @@ pub async fn queue_tlsrpt_reports(
                                     "{domain}: POST to {url} failed: {e} (not kept for retry: {k})"
                                 ),
                             };
-                            println!("{line}");
+                            sent.lines.push(line.clone());
                             sent.failures.push(line);
                         }
                     }
@@ -727,7 +740,10 @@ pub async fn queue_tlsrpt_reports(
                 is_bounce: true,
             };
             let c = spool.inject(env, &body).await?;
-            println!("{domain}: report for {day} queued to <{to}> as {}", c.id());
+            sent.lines.push(format!(
+                "{domain}: report for {day} queued to <{to}> as {}",
+                c.id()
+            ));
             sent.queued += 1;
         }
     }

@@ -1,5 +1,5 @@
-//! Evidence: every hop yields one `HopRecord`; it feeds the Prometheus metrics (and, as they
-//! land, the audit log and TLS-RPT).
+//! Evidence: every hop yields one `HopRecord`; it feeds the Prometheus metrics, the audit log
+//! and the TLS-RPT store.
 
 pub mod http;
 pub mod metrics;

@@ -1,7 +1,9 @@
 //! The spool: messages and envelopes on local disk, durable before the `250`.
 //!
 //! Layout under `spool_dir`: `tmp/` (messages being received, envelopes being rewritten) and
-//! `queue/`. A message is one file, `queue/ID.msg`: the message bytes as received (our Received
+//! `queue/`. A small message (under `SPILL` bytes, with `spool_segments` on: the default) is a
+//! record in a shared segment — see the last paragraph and `segment.rs`. Otherwise a message is
+//! one file, `queue/ID.msg`: the message bytes as received (our Received
 //! header prepended; `Envelope::size` bytes), then its envelope as it was accepted (JSON), then
 //! a fixed trailer `\nHGENV1 LLLLLLLLLL\n` giving the JSON's length. `commit` appends envelope
 //! and trailer to the data file in `tmp/`, fdatasyncs it, renames it into `queue/` (the commit
@@ -13,8 +15,8 @@
 //! one. A message delivered at its first attempt never gets an `.env`. `remove` unlinks the
 //! `.msg` (the message is gone), then the `.env`.
 //!
-//! Small messages (up to `SPILL` bytes) are held in memory until `commit`, which does all of
-//! its file work in one blocking task; larger ones are written to `tmp/` as they arrive.
+//! Small messages (under `SPILL` bytes) are held in memory until `commit`; larger ones are
+//! written to `tmp/` as they arrive, and their commit does its file work in one blocking task.
 //! Directory fsyncs are group-committed (`DirSync`): one fsync covers every rename and unlink
 //! that finished before it started, so concurrent commits, updates and removals share it. The
 //! removal of a delivered message (`remove_delivered`) does not wait for one: `sync_pending`
@@ -454,7 +456,8 @@ impl Spool {
         })
     }
 
-    /// Loads every committed envelope (never deletes anything).
+    /// Loads every committed envelope. Deletes nothing itself; in the relay it first applies the
+    /// tombstones operator commands wrote, which can let an emptied, sealed segment go.
     pub fn scan(&self) -> Result<(Vec<Envelope>, Vec<SpoolError>), SpoolError> {
         if self.lock.is_some() {
             // Removals by operator commands.

@@ -10,8 +10,10 @@
 //!
 //! (integers little-endian; the checksum is the first 16 bytes of SHA-256 over the 18 header
 //! bytes before it, the id, the message and the envelope). Commits are group-committed: a
-//! caller appends its record and takes a ticket, then waits for an fdatasync that started after
-//! its write — it runs one itself or finds that one covered it. A record is acknowledged only
+//! caller appends its record and takes a ticket, then waits (a watch channel, no thread held)
+//! for an fdatasync that started after its write; the sync thread runs one for every record
+//! appended so far (if that thread cannot start, committers sync themselves, one sync at a
+//! time). A record is acknowledged only
 //! after an fdatasync that covers it returned success, and records are appended in order, so
 //! after a crash every acknowledged record sits before any torn one.
 //!
