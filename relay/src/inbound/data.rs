@@ -219,34 +219,8 @@ impl HeaderScan {
             .is_some_and(|v| v.eq_ignore_ascii_case("no"))
     }
 
-    /// The first header field called `field` (ASCII case-insensitive): its value unfolded and
-    /// trimmed, if not empty.
     fn first(&self, field: &str) -> Option<String> {
-        let text = String::from_utf8_lossy(&self.buf);
-        let mut lines = text.split("\r\n").peekable();
-        while let Some(line) = lines.next() {
-            let Some((name, value)) = line.split_once(':') else {
-                continue;
-            };
-            // A header name has no white space before the colon (RFC 5322 §2.2); a
-            // continuation line is not a field of its own.
-            if line.starts_with([' ', '\t']) || !name.trim_end().eq_ignore_ascii_case(field) {
-                continue;
-            }
-            let mut v = value.trim().to_string();
-            while let Some(next) = lines.peek() {
-                if next.starts_with([' ', '\t']) {
-                    v.push(' ');
-                    v.push_str(next.trim());
-                    lines.next();
-                } else {
-                    break;
-                }
-            }
-            let v = v.trim().to_string();
-            return (!v.is_empty()).then_some(v);
-        }
-        None
+        crate::smtp::header_field(&self.buf, field)
     }
 }
 

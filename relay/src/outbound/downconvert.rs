@@ -9,6 +9,8 @@
 //! multipart without a boundary, an 8-bit body that claims base64 or quoted-printable, nesting
 //! deeper than 20 — is refused, and the message bounces with 5.6.3.
 
+use crate::smtp::header_field as field;
+
 /// Why a message cannot be made 7-bit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotConvertible(pub &'static str);
@@ -39,32 +41,6 @@ fn split(e: &[u8]) -> (&[u8], &[u8], bool) {
         Some(i) => (&e[..i + 2], &e[i + 4..], true),
         None => (e, &[], false),
     }
-}
-
-/// The unfolded value of the first header field `name` (case-insensitive).
-fn field(header: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(header).ok()?;
-    let mut lines = text.split("\r\n").peekable();
-    while let Some(line) = lines.next() {
-        let Some((n, v)) = line.split_once(':') else {
-            continue;
-        };
-        if !n.trim().eq_ignore_ascii_case(name) {
-            continue;
-        }
-        let mut value = v.to_string();
-        while let Some(next) = lines.peek() {
-            if next.starts_with([' ', '\t']) {
-                value.push(' ');
-                value.push_str(next.trim());
-                lines.next();
-            } else {
-                break;
-            }
-        }
-        return Some(value.trim().to_string());
-    }
-    None
 }
 
 /// The media type (lower case) and the `boundary` parameter of a Content-Type value.
