@@ -13,56 +13,78 @@ use hopguard_integration::smtp_client::SwaksMail;
 use hopguard_integration::world::{marker, World, TLS_PEER};
 use hopguard_integration::Hopguard;
 
+/// The strace output of one accepted message.
+struct Trace {
+    text: String,
+    /// Its queue id.
+    id: String,
+}
+
+impl Trace {
+    fn lines(&self) -> Vec<&str> {
+        self.text.lines().collect()
+    }
+
+    /// The first line at or after line `from` that `pred` accepts.
+    fn find(&self, from: usize, what: &str, pred: impl Fn(&str) -> bool) -> Result<usize> {
+        self.lines()
+            .iter()
+            .skip(from)
+            .position(|l| pred(l))
+            .map(|p| p + from)
+            .with_context(|| format!("no {what} in the trace:\n{}", self.text))
+    }
+
+    /// The write of the `250 … Queued as ID`.
+    fn reply(&self) -> Result<usize> {
+        let queued = format!("Queued as {}", self.id);
+        self.find(0, "write of the 250", |l| {
+            (l.contains("write(") || l.contains("sendto(")) && l.contains(&queued)
+        })
+    }
+
+    /// The first successful fsync of the queue directory at or after line `from`.
+    fn queue_dir_sync(&self, from: usize, after: &str) -> Result<usize> {
+        self.find(
+            from,
+            &format!("fsync of the queue directory after {after}"),
+            |l| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"),
+        )
+    }
+}
+
 #[test]
 fn segment_append_is_fdatasynced_before_the_250() -> Result<()> {
-    let (text, id) = trace_one_message(true)?;
-    let lines: Vec<&str> = text.lines().collect();
-    let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
-        lines
-            .iter()
-            .position(|l| pred(l))
-            .with_context(|| format!("no {what} in the trace:\n{text}"))
-    };
-    let reply = pos("write of the 250", &|l| {
-        (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
-    })?;
-    let append = pos("append of the message's record to a segment", &|l| {
-        l.contains("write") && l.contains(".seg>") && l.contains(&id)
+    let t = trace_one_message(true)?;
+    let text = &t.text;
+    let reply = t.reply()?;
+    let append = t.find(0, "append of the message's record to a segment", |l| {
+        l.contains("write") && l.contains(".seg>") && l.contains(&t.id)
     })?;
     // The segment file the record went to, as strace names the descriptor.
-    let seg = lines[append]
+    let seg = t.lines()[append]
         .split_once('<')
         .and_then(|(_, rest)| rest.split_once('>'))
         .map(|(p, _)| p.to_string())
         .context("no file name on the append")?;
-    let seg_sync = lines
-        .iter()
-        .enumerate()
-        .skip(append)
-        .position(|(_, l)| {
+    let seg_sync = t.find(
+        append,
+        &format!("fdatasync of {seg} after the append"),
+        |l| {
             l.contains("fdatasync(")
                 && l.contains(&format!("<{seg}>"))
                 && l.trim_end().ends_with("= 0")
-        })
-        .map(|p| p + append)
-        .with_context(|| format!("no fdatasync of {seg} after the append:\n{text}"))?;
+        },
+    )?;
     ensure!(
         seg_sync < reply,
         "250 sent before the segment was fdatasynced:\n{text}"
     );
     // The segment was made for this message (a fresh relay): its name is durable first.
-    let created = pos("creation of the segment", &|l| {
+    let created = t.find(0, "creation of the segment", |l| {
         l.contains("openat(") && l.contains(&seg)
     })?;
-    let dir_sync = lines
-        .iter()
-        .enumerate()
-        .skip(created)
-        .position(|(_, l)| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"))
-        .map(|p| p + created)
-        .with_context(|| {
-            format!("no fsync of the queue directory after the segment's creation:\n{text}")
-        })?;
+    let dir_sync = t.queue_dir_sync(created, "the segment's creation")?;
     ensure!(
         dir_sync < reply,
         "250 before the new segment's name was durable:\n{text}"
@@ -72,30 +94,16 @@ fn segment_append_is_fdatasynced_before_the_250() -> Result<()> {
 
 #[test]
 fn fsync_and_rename_happen_before_the_250() -> Result<()> {
-    let (text, id) = trace_one_message(false)?;
-    let lines: Vec<&str> = text.lines().collect();
-    let pos = |what: &str, pred: &dyn Fn(&str) -> bool| -> Result<usize> {
-        lines
-            .iter()
-            .position(|l| pred(l))
-            .with_context(|| format!("no {what} in the trace:\n{text}"))
-    };
-    let reply = pos("write of the 250", &|l| {
-        (l.contains("write(") || l.contains("sendto(")) && l.contains(&format!("Queued as {id}"))
-    })?;
-    let msg_sync = pos("fsync of the message file", &|l| {
+    let t = trace_one_message(false)?;
+    let (text, id) = (&t.text, &t.id);
+    let reply = t.reply()?;
+    let msg_sync = t.find(0, "fsync of the message file", |l| {
         (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(&format!("tmp/{id}.msg>"))
     })?;
-    let env_rename = pos("rename of the message file into queue/", &|l| {
+    let env_rename = t.find(0, "rename of the message file into queue/", |l| {
         l.contains("rename") && l.contains(&format!("queue/{id}.msg"))
     })?;
-    let dir_sync = lines
-        .iter()
-        .enumerate()
-        .skip(env_rename)
-        .position(|(_, l)| l.contains("fsync(") && l.trim_end().ends_with("/queue>) = 0"))
-        .map(|p| p + env_rename)
-        .with_context(|| format!("no fsync of the queue directory after the rename:\n{text}"))?;
+    let dir_sync = t.queue_dir_sync(env_rename, "the rename")?;
     ensure!(
         msg_sync < env_rename,
         "message fsynced after the commit point (its rename)"
@@ -111,8 +119,8 @@ fn fsync_and_rename_happen_before_the_250() -> Result<()> {
     Ok(())
 }
 
-/// Runs a relay under strace, submits one message, stops the relay: (trace, queue id).
-fn trace_one_message(segments: bool) -> Result<(String, String)> {
+/// Runs a relay under strace, submits one message, stops the relay.
+fn trace_one_message(segments: bool) -> Result<Trace> {
     let w = World::start()?;
     let mut cfg = w.relay_config(); // inbound.tls: optional, so the 250 is visible in plaintext
     cfg.extra.push_str(&format!("spool_segments: {segments}\n"));
@@ -164,7 +172,10 @@ fn trace_one_message(segments: bool) -> Result<(String, String)> {
         || Ok((!hopguard_integration::pid_alive(pid)).then_some(())),
     )?;
     drop(hg);
-    Ok((std::fs::read_to_string(&trace)?, id))
+    Ok(Trace {
+        text: std::fs::read_to_string(&trace)?,
+        id,
+    })
 }
 
 /// A crash under load: eight sessions submit small messages (the shared-segment path, commits

@@ -470,20 +470,13 @@ impl Outbound {
         msg_path: &crate::spool::MessageRef,
     ) -> Result<Vec<(String, RcptResult)>, ClientError> {
         let remote = s.remote.clone();
-        if let Err(u) = s.check_sendable(env) {
-            let f = Failure {
-                code: u.code,
-                status: u.status.to_string(),
-                text: u.text,
-                reason: None,
-                remote: Some(remote),
-            };
-            return Ok(rcpts
-                .iter()
-                .map(|r| (r.address.clone(), RcptResult::Permanent(f.clone())))
-                .collect());
-        }
-        let prepared = match s.prepare(env, msg_path).await? {
+        // What the next hop lacks for this message (REQUIRETLS, SMTPUTF8, size, 8BITMIME
+        // without a possible conversion) fails every recipient at once.
+        let prepared = match s.check_sendable(env) {
+            Err(u) => Err(u),
+            Ok(()) => s.prepare(env, msg_path).await?,
+        };
+        let prepared = match prepared {
             Ok(p) => p,
             Err(u) => {
                 let f = Failure {
