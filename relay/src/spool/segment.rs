@@ -252,6 +252,7 @@ pub(super) struct Segments {
     #[cfg(test)]
     gate_after_snapshot: Mutex<()>,
     /// fdatasyncs of segments run so far.
+    #[cfg(test)]
     syncs_run: AtomicU64,
     /// Set when a file was created or removed in `dir` (its fsync is the caller's business).
     pub dir_changed: std::sync::atomic::AtomicBool,
@@ -366,6 +367,7 @@ impl Segments {
             gate: Mutex::new(()),
             #[cfg(test)]
             gate_after_snapshot: Mutex::new(()),
+            #[cfg(test)]
             syncs_run: AtomicU64::new(0),
             dir_changed: Default::default(),
             problems,
@@ -503,6 +505,7 @@ impl Segments {
         #[cfg(test)]
         drop(lock(&self.gate_after_snapshot));
         let before = self.completed.load(Ordering::SeqCst);
+        #[cfg(test)]
         self.syncs_run.fetch_add(1, Ordering::Relaxed);
         let mut failed = None;
         for f in &files {

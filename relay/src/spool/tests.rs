@@ -366,6 +366,13 @@ async fn put(spool: &Spool, text: &str) -> String {
     inc.commit(env()).await.unwrap().id().to_string()
 }
 
+/// Writes `queue/ID.msg` as a move out leaves it: `body`, then `env` embedded.
+fn write_own_file(spool: &Spool, env: &Envelope, body: &[u8]) {
+    let mut file = body.to_vec();
+    file.extend_from_slice(&embedded(&serde_json::to_vec(env).unwrap()));
+    std::fs::write(spool.msg_path(&env.id), file).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn small_messages_share_a_segment_and_survive_a_restart() {
     let d = tempfile::tempdir().unwrap();
@@ -479,9 +486,7 @@ async fn a_move_interrupted_before_its_tombstone_leaves_the_message_file_winning
     // What a crash after the rename and before the tombstone leaves: both copies.
     let mut e = spool.load(&id).unwrap();
     e.attempts = 5;
-    let mut file = b"body".to_vec();
-    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
-    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    write_own_file(&spool, &e, b"body");
     drop(spool);
     let spool = Spool::open(d.path()).unwrap();
     let (envs, bad) = spool.scan().unwrap();
@@ -591,10 +596,8 @@ async fn a_message_delivered_after_an_interrupted_move_out_stays_delivered() {
     let other = put(&spool, "keeps the segment").await;
     let mut e = spool.load(&id).unwrap();
     e.attempts = 5;
-    let mut file = b"body".to_vec();
-    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
     // A crash after the move's rename, before its tombstone.
-    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    write_own_file(&spool, &e, b"body");
     drop(spool);
     let spool = Spool::open(d.path()).unwrap();
     assert_eq!(spool.scan().unwrap().0.len(), 2);
@@ -656,10 +659,8 @@ async fn a_delivered_message_is_not_queued_again_after_a_move_out_failed_halfway
     let id = put(&spool, "body").await;
     let mut e = spool.load(&id).unwrap();
     e.attempts = 1;
-    let mut file = b"body".to_vec();
-    file.extend_from_slice(&embedded(&serde_json::to_vec(&e).unwrap()));
     // What a move out leaves when the directory fsync after its rename fails.
-    std::fs::write(d.path().join(format!("queue/{id}.msg")), file).unwrap();
+    write_own_file(&spool, &e, b"body");
     lock_set(&spool.beside).insert(id.clone());
     assert!(spool.segs.contains(&id));
     spool.remove_delivered(&id).unwrap();
